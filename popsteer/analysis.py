@@ -1,0 +1,118 @@
+"""Neuron analysis (METHOD.md section 3): synthetic popular-only and unpopular-only users,
+SAE pre-activations, per-neuron mean / population SD per group, and Cohen's d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.popularity import PopularityGroups
+
+
+def profile_lengths(data: SequenceData) -> np.ndarray:
+    """Lengths of the real training sequences (RecBole's training prefixes), capped at max_len."""
+    train_len = data.lengths - 2  # items before the validation target
+    return np.concatenate([np.minimum(np.arange(1, t), data.max_len) for t in train_len if t > 1]).astype(np.int64)
+
+
+def synthetic_profiles(lengths: np.ndarray, item_set: np.ndarray, max_len: int, seed: int) -> np.ndarray:
+    """One profile per length, items drawn uniformly with replacement from ``item_set``.
+
+    Returns (P, max_len) int64, right-padded with 0.
+    """
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(item_set, size=(len(lengths), max_len), replace=True)
+    return np.where(np.arange(max_len)[None, :] < lengths[:, None], draws, 0).astype(np.int64)
+
+
+@dataclass
+class GroupStats:
+    """Per-neuron mean and population standard deviation over a set of profiles."""
+
+    mean: np.ndarray  # (n,)
+    std: np.ndarray  # (n,)
+    count: int
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"mean": self.mean.astype(np.float32), "std": self.std.astype(np.float32)})
+
+
+class RunningMoments:
+    """Streaming per-column sum and sum of squares in float64 (exact enough for population SD)."""
+
+    def __init__(self, n: int) -> None:
+        self.s = torch.zeros(n, dtype=torch.float64)
+        self.ss = torch.zeros(n, dtype=torch.float64)
+        self.count = 0
+
+    def update(self, h: torch.Tensor) -> None:
+        h = h.double()
+        self.s += h.sum(0)
+        self.ss += (h * h).sum(0)
+        self.count += h.shape[0]
+
+    def result(self) -> GroupStats:
+        mean = self.s / self.count
+        var = (self.ss / self.count - mean * mean).clamp_min(0)
+        return GroupStats(mean.numpy(), var.sqrt().numpy(), self.count)
+
+
+def preactivation_stats(sasrec: torch.nn.Module, sae: torch.nn.Module, seqs: np.ndarray, lengths: np.ndarray,
+                        batch_size: int = 4096) -> GroupStats:
+    """Mean and population SD of the SAE pre-activations h over the given profiles."""
+    moments = RunningMoments(sae.W_enc.shape[0])
+    sasrec.eval()
+    with torch.no_grad():
+        for s in range(0, len(seqs), batch_size):
+            x = sasrec.forward(torch.as_tensor(seqs[s : s + batch_size]), torch.as_tensor(lengths[s : s + batch_size]))
+            moments.update(sae.preact(x))  # (B, n)
+    return moments.result()
+
+
+def cohens_d(pop: GroupStats, unpop: GroupStats) -> np.ndarray:
+    """d_j = (mu_pop - mu_unpop) / sqrt((sigma_pop^2 + sigma_unpop^2) / 2), shape (n,)."""
+    pooled = np.sqrt((pop.std.astype(np.float64) ** 2 + unpop.std.astype(np.float64) ** 2) / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = (pop.mean - unpop.mean) / pooled
+    return np.where(pooled > 0, d, 0.0)
+
+
+def analyze_neurons(sasrec: torch.nn.Module, sae: torch.nn.Module, data: SequenceData, seed: int = 2020,
+                    batch_size: int = 4096) -> tuple[np.ndarray, GroupStats, GroupStats]:
+    """Cohen's d of every SAE neuron, with the popular and unpopular group statistics."""
+    groups = PopularityGroups.from_counts(data.train_target_counts())
+    lengths = profile_lengths(data)
+    popular, unpopular = np.flatnonzero(groups.head), np.flatnonzero(groups.tail)
+    pop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, popular, data.max_len, seed), lengths, batch_size)
+    unpop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, unpopular, data.max_len, seed + 1), lengths,
+                                batch_size)
+    return cohens_d(pop, unpop), pop, unpop
+
+
+def top_items_per_neuron(sasrec: torch.nn.Module, sae: torch.nn.Module, data: SequenceData, top: int = 10,
+                         batch_size: int = 4096) -> pd.DataFrame:
+    """For each neuron, the items whose one-item profile activates it most (for interpretation)."""
+    items = torch.arange(1, data.n_items)
+    seqs = torch.zeros((len(items), data.max_len), dtype=torch.long)
+    seqs[:, 0] = items
+    acts = []
+    with torch.no_grad():
+        for s in range(0, len(items), batch_size):
+            x = sasrec.forward(seqs[s : s + batch_size], torch.ones(len(seqs[s : s + batch_size]), dtype=torch.long))
+            acts.append(sae.preact(x))
+    h = torch.cat(acts)  # (n_items - 1, n)
+    vals, idx = torch.topk(h, min(top, h.shape[0]), dim=0)  # (top, n)
+    n = h.shape[1]
+    item_ids = (idx + 1).T.reshape(-1).numpy()
+    return pd.DataFrame({
+        "neuron": np.repeat(np.arange(n), vals.shape[0]),
+        "rank": np.tile(np.arange(vals.shape[0]), n),
+        "item_id": item_ids,
+        "item_token": data.item_tokens[item_ids],
+        "preactivation": vals.T.reshape(-1).numpy(),
+    })

@@ -1,0 +1,94 @@
+"""PopSteer artifacts: one ``.safetensors`` file holding the tensors and, in its header
+metadata, the JSON config (``{"kind": ..., "dataset": ..., ...}``). Never pickles.
+
+Kinds: ``sasrec`` (a recommender) and ``sae`` (a sparse autoencoder bound to a sasrec
+checkpoint by path and SHA-256).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from popsteer.atomic import atomic_path
+from popsteer.errors import PopSteerError
+
+FORMAT = "popsteer/1"
+
+
+def seed_timestamp(now: _dt.datetime | None = None) -> str:
+    """RecBole's checkpoint time format, e.g. ``Nov-27-2026_02-50-00``."""
+    return (now or _dt.datetime.now()).strftime("%b-%d-%Y_%H-%M-%S")
+
+
+def default_path(out_dir: str | os.PathLike, stem: str) -> Path:
+    return Path(out_dir) / f"{stem}.safetensors"
+
+
+def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write tensors + JSON metadata atomically; returns the path."""
+    path = Path(path)
+    meta = dict(meta, format=FORMAT)
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata={"popsteer": json.dumps(meta)})
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a PopSteer checkpoint, with clear errors for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise PopSteerError(f"checkpoint {path} not found")
+    if path.is_dir():
+        raise PopSteerError(f"checkpoint {path} is a folder, expected a .safetensors file")
+    if path.suffix in (".pth", ".pt", ".pkl", ".ckpt"):
+        raise PopSteerError(f"{path} is a pickle checkpoint; import it first: "
+                            "popsteer import-checkpoint PATH --dataset NAME --trust-pickle")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("popsteer")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PopSteerError(f"checkpoint {path} is not a readable safetensors file ({exc})") from None
+    if raw is None:
+        raise PopSteerError(f"{path} is a safetensors file but not a PopSteer checkpoint (no popsteer metadata)")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise PopSteerError(f"checkpoint {path} has corrupt metadata") from None
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a checkpoint, checking its kind and that every tensor is finite."""
+    meta = read_meta(path)
+    if kind is not None and meta.get("kind") != kind:
+        expected = {"sasrec": "a recommender (SASRec) checkpoint", "sae": "an SAE checkpoint"}[kind]
+        raise PopSteerError(f"{path} is a {meta.get('kind')!r} checkpoint, expected {expected}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PopSteerError(f"checkpoint {path} is corrupt ({exc})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise PopSteerError(f"checkpoint {path}: tensor '{name}' has NaN or infinite values")
+    return tensors, meta
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def finite(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

@@ -1,0 +1,71 @@
+"""Typed configurations. Each field's docstring-comment doubles as its meaning in ``--help``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+from popsteer.errors import PopSteerError
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec architecture (METHOD.md section 1; RecBole's defaults for SASRec)."""
+
+    n_layers: int = 2
+    n_heads: int = 2
+    hidden_size: int = 64
+    inner_size: int = 256
+    hidden_dropout_prob: float = 0.5
+    attn_dropout_prob: float = 0.5
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    max_len: int = 50
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.n_heads:
+            raise PopSteerError(f"hidden_size {self.hidden_size} is not a multiple of n_heads {self.n_heads}")
+
+
+@dataclass
+class TrainConfig:
+    """How the recommender is trained."""
+
+    trainer: Literal["allpos", "recbole"] = "allpos"
+    """allpos: one forward per window, every position predicts its next item; recbole: RecBole's per-prefix trainer."""
+    epochs: int = 200
+    """Maximum number of epochs."""
+    learning_rate: float = 1e-3
+    batch_size: int = 4096
+    """Training targets per batch (RecBole's train_batch_size); allpos packs windows up to this many targets."""
+    stopping_step: int = 10
+    """Early stopping patience on valid NDCG@10."""
+    seed: int = 2020
+    stride: int = 25
+    """allpos: windows of max_len inputs start every `stride` positions on long sequences."""
+    time_budget_min: float | None = None
+    """Stop after this many minutes of training (the best epoch so far is kept)."""
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.trainer not in ("allpos", "recbole"):
+            raise PopSteerError(f"unknown trainer '{self.trainer}': choose allpos or recbole")
+        for name in ("epochs", "batch_size", "stopping_step", "stride", "eval_every"):
+            if getattr(self, name) < 1:
+                raise PopSteerError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise PopSteerError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def from_dict(cls, values: dict):
+    """Build a dataclass from a dict, refusing unknown keys with a clear message."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PopSteerError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+    return cls(**values)

@@ -1,0 +1,260 @@
+"""Sequential-recommendation data: RecBole atomic files -> per-user time-ordered sequences.
+
+Replicates what RecBole 1.2's ``SequentialDataset`` does for SASRec with
+``eval_args: {split: {LS: valid_and_test}, order: TO, mode: full}`` (checked against
+RecBole itself in ``tests/test_data.py``):
+
+1. load ``user_id``, ``item_id``, ``timestamp`` from ``<name>.inter`` (TAB separated,
+   typed header ``field:type``; ``.inter.gz`` accepted);
+2. iterative k-core filter on users and items (``[5, inf)`` by default);
+3. remap tokens to ids in order of first appearance in the filtered file; item 0 and
+   user 0 are padding;
+4. order each user's rows by the timestamp RecBole sorts on: min-max normalised and cast
+   to float32 (RecBole's ``normalize_all``), stable, ties kept in file order;
+5. leave-one-out: the last item is the test target, the one before the validation
+   target, every earlier item (but the first) a training target.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from popsteer.errors import PopSteerError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("ml-100k", "ml-1m", "lastfm")
+EMBEDDED = "ml-100k"
+PAD_TOKEN = "[PAD]"
+
+
+def embedded_data_dir() -> Path:
+    """The folder of RecBole's bundled example datasets (ml-100k), found without importing RecBole."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise PopSteerError("recbole is not installed: cannot find the embedded ml-100k dataset")
+    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example"
+
+
+def find_inter_file(dataset: str, data_dir: str | os.PathLike | None) -> Path:
+    """Locate ``<dataset>.inter`` (or ``.inter.gz``) under ``data_dir/<dataset>/``.
+
+    The embedded dataset falls back to RecBole's bundled copy when ``data_dir`` lacks it.
+    """
+    if dataset not in DATASETS:
+        raise PopSteerError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+    roots = [Path(data_dir)] if data_dir is not None else [Path("datasets")]
+    if dataset == EMBEDDED:
+        roots.append(embedded_data_dir())
+    for root in roots:
+        for suffix in (".inter", ".inter.gz"):
+            path = root / dataset / f"{dataset}{suffix}"
+            if path.is_file():
+                return path
+    hint = " (run `popsteer data fetch ml-1m`)" if dataset == "ml-1m" else ""
+    raise PopSteerError(f"dataset file {roots[0] / dataset / (dataset + '.inter')} not found{hint}")
+
+
+def read_atomic_inter(path: Path) -> pd.DataFrame:
+    """Read the user, item and timestamp columns of a RecBole ``.inter`` file.
+
+    Returns a frame with string ``user`` / ``item`` tokens and float64 ``timestamp``, in file order.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            header = fh.readline().rstrip("\n").split("\t")
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise PopSteerError(f"cannot read {path}: {exc}") from None
+    names = {col.split(":")[0]: col for col in header}
+    missing = [c for c in ("user_id", "item_id", "timestamp") if c not in names]
+    if missing:
+        raise PopSteerError(f"{path}: header lacks column(s) {', '.join(missing)} (got {header})")
+    cols = [names["user_id"], names["item_id"], names["timestamp"]]
+    try:
+        frame = pd.read_csv(
+            path, sep="\t", usecols=cols, dtype={cols[0]: str, cols[1]: str},
+            compression="infer", engine="c",
+        )
+    except (ValueError, OSError, EOFError, pd.errors.ParserError) as exc:
+        raise PopSteerError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    frame = frame.rename(columns={cols[0]: "user", cols[1]: "item", cols[2]: "timestamp"})
+    ts = pd.to_numeric(frame["timestamp"], errors="coerce")
+    bad = ts.isna() & frame["timestamp"].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise PopSteerError(f"{path}: non-numeric timestamp {frame['timestamp'].iloc[row - 2]!r} on line {row}")
+    frame["timestamp"] = ts.astype(np.float64)
+    frame = frame.dropna(subset=["user", "item"])  # RecBole drops rows without user or item
+    return frame
+
+
+def kcore(frame: pd.DataFrame, k_user: int, k_item: int) -> pd.DataFrame:
+    """Iteratively drop users with < k_user rows and items with < k_item rows (RecBole's order)."""
+    while True:
+        user_n = frame["user"].map(frame["user"].value_counts())
+        item_n = frame["item"].map(frame["item"].value_counts())
+        drop = (user_n < k_user) | (item_n < k_item)
+        if not drop.any():
+            return frame
+        frame = frame[~drop.to_numpy()]
+
+
+@dataclass
+class SequenceData:
+    """Per-user time-ordered item sequences of one dataset.
+
+    Items are ids 1..n_items-1 (0 is padding). User u (0-based) owns
+    ``items[offsets[u]:offsets[u+1]]``.
+    """
+
+    name: str
+    items: np.ndarray  # (total,) int64, users concatenated, each in time order
+    offsets: np.ndarray  # (n_users + 1,) int64
+    item_tokens: np.ndarray  # (n_items,) str; [0] is the padding token
+    user_tokens: np.ndarray  # (n_users,) str
+    max_len: int = 50
+    source: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_items(self) -> int:
+        """Number of item ids including padding item 0 (RecBole's ``dataset.item_num``)."""
+        return len(self.item_tokens)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def split(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Histories and targets of the ``valid`` or ``test`` split.
+
+        Returns ``(item_seq (U, max_len) int64 right-padded, seq_len (U,), target (U,))``;
+        the history is the last ``max_len`` items before the target.
+        """
+        if which not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {which!r}")
+        if which not in self._cache:
+            back = 2 if which == "valid" else 1
+            ends = self.offsets[1:] - back  # index of the target
+            starts = np.maximum(self.offsets[:-1], ends - self.max_len)
+            seq = _gather_windows(self.items, starts, ends, self.max_len)
+            self._cache[which] = (seq, (ends - starts).astype(np.int64), self.items[ends].astype(np.int64))
+        return self._cache[which]
+
+    def train_target_counts(self) -> np.ndarray:
+        """Per-item count as a training target (RecBole's train ``item_counter``), shape (n_items,)."""
+        if "counts" not in self._cache:
+            mask = np.ones(len(self.items), dtype=bool)
+            mask[self.offsets[:-1]] = False  # first item is never a target
+            mask[self.offsets[1:] - 1] = False  # test target
+            mask[self.offsets[1:] - 2] = False  # valid target
+            self._cache["counts"] = np.bincount(self.items[mask], minlength=self.n_items).astype(np.int64)
+        return self._cache["counts"]
+
+    def train_prefix_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every training (prefix, target) pair exactly as RecBole's augmentation builds it.
+
+        Returns ``(item_seq (P, max_len), seq_len (P,), target (P,))``.
+        """
+        starts_u = self.offsets[:-1]
+        ends_u = self.offsets[1:] - 2  # exclusive: valid and test targets are not training targets
+        tgt = np.concatenate([np.arange(s + 1, e) for s, e in zip(starts_u, ends_u)])
+        owner_start = np.repeat(starts_u, np.maximum(ends_u - starts_u - 1, 0))
+        starts = np.maximum(owner_start, tgt - self.max_len)
+        seq = _gather_windows(self.items, starts, tgt, self.max_len)
+        return seq, (tgt - starts).astype(np.int64), self.items[tgt].astype(np.int64)
+
+    def train_windows(self, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All-position training windows over each user's training sequence.
+
+        A user's training part ``s[0 : n-2]`` gives inputs ``s[t]`` and targets ``s[t+1]``.
+        Windows of ``max_len`` inputs start every ``stride`` positions (default ``max_len // 2``)
+        until the end is covered; each target is taken once, from the first window in which it
+        sits at least ``max_len - stride`` positions in (so it sees that much context), and
+        targets of the first window always count. Early pairs of long sequences are kept.
+
+        Returns ``(inputs (W, max_len), targets (W, max_len))``, int64, 0 = padding / no loss.
+        """
+        L = self.max_len
+        stride = stride or max(1, L // 2)
+        if not 1 <= stride <= L:
+            raise ValueError(f"stride must be in [1, {L}], got {stride}")
+        win_user, win_start = [], []
+        for u, (s, e) in enumerate(zip(self.offsets[:-1], self.offsets[1:] - 2)):
+            n_in = e - s - 1  # number of (input, target) positions of this user
+            start = 0
+            while n_in > 0:
+                win_user.append(u)
+                win_start.append(s + start)
+                if start + L >= n_in:
+                    break
+                start = min(start + stride, n_in - L)
+        users = np.asarray(win_user, dtype=np.int64)
+        starts = np.asarray(win_start, dtype=np.int64)
+        user_end = (self.offsets[1:] - 2)[users]  # exclusive end of the training part
+        n_avail = np.minimum(user_end - 1 - starts, L)  # inputs in this window
+        pos = np.arange(L)[None, :]
+        valid = pos < n_avail[:, None]
+        idx = np.where(valid, starts[:, None] + pos, 0)
+        inputs = np.where(valid, self.items[idx], 0)
+        targets = np.where(valid, self.items[idx + 1], 0)
+        # each target once: a later window of the same user skips what the previous one covered
+        same_user = np.r_[False, users[1:] == users[:-1]]
+        prev_end = np.r_[0, starts[:-1] + n_avail[:-1]]
+        take_from = np.where(same_user, prev_end - starts, 0)
+        targets = np.where(pos >= take_from[:, None], targets, 0)
+        return inputs.astype(np.int64), targets.astype(np.int64)
+
+
+def _gather_windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+    """Rows ``items[starts[i]:ends[i]]`` left-aligned and right-padded with 0 to ``max_len``."""
+    pos = np.arange(max_len)[None, :]
+    lengths = (ends - starts)[:, None]
+    idx = np.where(pos < lengths, starts[:, None] + pos, 0)
+    return np.where(pos < lengths, items[idx], 0).astype(np.int64)
+
+
+def build_sequences(frame: pd.DataFrame, name: str, max_len: int = 50, k_core: int = 5, source: str = "") -> SequenceData:
+    """Filter, remap and order an interaction frame (columns user, item, timestamp)."""
+    frame = kcore(frame, k_core, k_core)
+    if len(frame) == 0:
+        raise PopSteerError(f"dataset '{name}' is empty after {k_core}-core filtering")
+    user_codes, user_tokens = pd.factorize(frame["user"], sort=False)
+    item_codes, item_tokens = pd.factorize(frame["item"], sort=False)
+    ts = frame["timestamp"].to_numpy(dtype=np.float64)
+    mx, mn = ts.max(), ts.min()
+    key = ((ts - mn) / (mx - mn)).astype(np.float32) if mx != mn else np.ones_like(ts, dtype=np.float32)
+    order = np.lexsort((key, user_codes))  # stable: ties keep file order
+    items = (item_codes[order] + 1).astype(np.int64)
+    counts = np.bincount(user_codes, minlength=len(user_tokens))
+    if counts.min() < 3:
+        raise PopSteerError(f"dataset '{name}': every user needs >= 3 interactions for leave-one-out")
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    item_tok = np.concatenate([[PAD_TOKEN], np.asarray(item_tokens, dtype=object)]).astype(str)
+    return SequenceData(name=name, items=items, offsets=offsets, item_tokens=item_tok,
+                        user_tokens=np.asarray(user_tokens, dtype=object).astype(str), max_len=max_len, source=source)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, max_len: int = 50, k_core: int = 5) -> SequenceData:
+    """Load a dataset by name from ``data_dir`` (ml-100k falls back to the embedded copy)."""
+    path = find_inter_file(name, data_dir)
+    frame = read_atomic_inter(path)
+    data = build_sequences(frame, name, max_len=max_len, k_core=k_core, source=str(path))
+    log.info("loaded %s from %s: %d users, %d items, %d interactions", name, path, data.n_users, data.n_items - 1, len(data.items))
+    return data

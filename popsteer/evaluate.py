@@ -1,0 +1,82 @@
+"""Full-ranking evaluation streamed over user batches (and optionally item chunks).
+
+Scores are ``reps @ item_emb.T`` with the padding item masked, exactly as RecBole's
+sequential full-sort evaluation (history not masked). Any representation can be scored:
+SASRec's own, the SAE reconstruction, or a steered one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.metrics import topk_metrics
+from popsteer.popularity import PopularityGroups
+
+log = logging.getLogger(__name__)
+
+
+def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 4096,
+              item_chunk: int | None = None) -> torch.Tensor:
+    """Top-k item ids per user, padding item 0 excluded.
+
+    Args:
+        reps: (U, d) user representations. item_emb: (n_items, d), row 0 = padding.
+        item_chunk: score items in chunks of this many and keep a running top-k per user, so
+            memory is O(batch x (chunk + k)) instead of O(batch x n_items).
+    Returns:
+        (U, k) int64 item ids, best first.
+    """
+    out = []
+    n_items = item_emb.shape[0]
+    for start in range(0, reps.shape[0], batch_size):
+        x = reps[start : start + batch_size]  # (B, d)
+        if item_chunk is None or item_chunk >= n_items:
+            scores = x @ item_emb.T  # (B, n_items)
+            scores[:, 0] = -torch.inf
+            out.append(torch.topk(scores, k, dim=-1).indices)
+            continue
+        best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype)
+        best_i = torch.zeros((x.shape[0], k), dtype=torch.long)
+        for c0 in range(0, n_items, item_chunk):
+            scores = x @ item_emb[c0 : c0 + item_chunk].T  # (B, C)
+            if c0 == 0:
+                scores[:, 0] = -torch.inf
+            v, i = torch.topk(scores, min(k, scores.shape[1]), dim=-1)
+            cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + c0], 1)
+            top = torch.topk(cat_v, k, dim=-1).indices
+            best_v, best_i = cat_v.gather(1, top), cat_i.gather(1, top)
+        out.append(best_i)
+    return torch.cat(out)
+
+
+@dataclass
+class Evaluator:
+    """Scores user representations of one split against an item table."""
+
+    targets: np.ndarray  # (U,)
+    groups: PopularityGroups
+    k: int = 10
+    batch_size: int = 4096
+    item_chunk: int | None = None
+    gini_n: int | None = None
+
+    @classmethod
+    def for_split(cls, data: SequenceData, split: str, **kwargs) -> "Evaluator":
+        _, _, targets = data.split(split)
+        return cls(targets=targets, groups=PopularityGroups.from_counts(data.train_target_counts()), **kwargs)
+
+    def topk(self, reps: torch.Tensor, item_emb: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return rank_topk(reps, item_emb, self.k, self.batch_size, self.item_chunk).numpy()
+
+    def metrics_of_topk(self, topk: np.ndarray) -> dict[str, float]:
+        g = self.groups
+        return topk_metrics(topk, self.targets, g.counts, g.head, g.mid, g.tail, self.gini_n)
+
+    def __call__(self, reps: torch.Tensor, item_emb: torch.Tensor) -> dict[str, float]:
+        return self.metrics_of_topk(self.topk(reps, item_emb))

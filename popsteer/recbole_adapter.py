@@ -1,0 +1,235 @@
+"""The only module that imports RecBole.
+
+It fences RecBole in: NumPy-2 shims are applied before the import, RecBole's Config is
+built without reading our argv, CUDA_VISIBLE_DEVICES is restored after RecBole sets it,
+and RecBole's logs, tensorboard files and checkpoints go to a temporary folder, never the
+working directory. ``recbole.quick_start`` is never imported (it imports ray.tune).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from popsteer.config import SASRecConfig
+
+log = logging.getLogger(__name__)
+
+_SHIMS = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "float": float, "int": int}
+
+
+def _apply_numpy_shims() -> None:
+    """RecBole 1.2 uses aliases NumPy 2 removed (np.float_, np.int, ...)."""
+    for name, value in _SHIMS.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+@contextlib.contextmanager
+def fenced(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Run RecBole code with our argv hidden, CUDA_VISIBLE_DEVICES kept and cwd in a temp folder."""
+    own_tmp = workdir is None
+    root = Path(workdir or tempfile.mkdtemp(prefix="popsteer-recbole-"))
+    root.mkdir(parents=True, exist_ok=True)
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+    sys.argv = [saved_argv[0] if saved_argv else "popsteer"]
+    os.chdir(root)
+    try:
+        yield root
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        if saved_cuda is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved_cuda
+        if own_tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _recbole_sasrec_class():
+    _apply_numpy_shims()
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    return SASRec
+
+
+class _DictConfig(dict):
+    """The subset of RecBole's Config that its model constructors read."""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+
+class _CountsOnly:
+    """What RecBole's SequentialRecommender reads from a dataset: the item count."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+
+    def num(self, field: str) -> int:
+        return self.n_items
+
+
+def model_config(hp: SASRecConfig, device: str = "cpu") -> dict:
+    """RecBole config keys for SASRec with CE loss (METHOD.md section 1)."""
+    return {
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "LIST_SUFFIX": "_list", "ITEM_LIST_LENGTH_FIELD": "item_length", "NEG_PREFIX": "neg_",
+        "MAX_ITEM_LIST_LENGTH": hp.max_len, "n_layers": hp.n_layers, "n_heads": hp.n_heads,
+        "hidden_size": hp.hidden_size, "inner_size": hp.inner_size,
+        "hidden_dropout_prob": hp.hidden_dropout_prob, "attn_dropout_prob": hp.attn_dropout_prob,
+        "hidden_act": hp.hidden_act, "layer_norm_eps": hp.layer_norm_eps,
+        "initializer_range": hp.initializer_range, "loss_type": "CE", "device": device,
+    }
+
+
+def build_sasrec(n_items: int, hp: SASRecConfig, device: str = "cpu") -> torch.nn.Module:
+    """RecBole's own SASRec class, constructed without a RecBole dataset.
+
+    Args:
+        n_items: item ids including padding 0 (RecBole's ``dataset.item_num``).
+    """
+    SASRec = _recbole_sasrec_class()
+    with fenced():
+        model = SASRec(_DictConfig(model_config(hp, device)), _CountsOnly(n_items))
+    return model.to(device)
+
+
+def sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Tensor:
+    """Last-layer output of RecBole's SASRec at every position.
+
+    Args:
+        item_seq: (B, L) int64 right-padded item ids.
+    Returns:
+        (B, L, d); position t depends only on items 0..t (causal attention), so it equals
+        ``model.forward(item_seq[:, :t+1], t+1)`` for any prefix.
+    """
+    position_ids = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0).expand_as(item_seq)
+    x = model.item_embedding(item_seq) + model.position_embedding(position_ids)  # (B, L, d)
+    x = model.dropout(model.LayerNorm(x))
+    mask = model.get_attention_mask(item_seq)  # (B, 1, L, L) causal + padding
+    return model.trm_encoder(x, mask, output_all_encoded_layers=True)[-1]  # (B, L, d)
+
+
+# ---------------------------------------------------------------- RecBole's own pipeline
+
+
+def recbole_config_dict(dataset: str, data_path: Path, hp: SASRecConfig, extra: dict | None = None) -> dict:
+    cfg = model_config(hp)
+    cfg.update({
+        "model": "SASRec", "dataset": dataset, "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)",
+        "train_neg_sample_args": None,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "metrics": ["NDCG", "Precision", "Recall", "Hit", "MRR", "GiniIndex", "AveragePopularity"],
+        "topk": [10], "valid_metric": "NDCG@10", "train_batch_size": 4096, "eval_batch_size": 4096,
+        "learning_rate": 1e-3, "seed": 2020, "stopping_step": 10, "use_gpu": False, "device": "cpu",
+        "show_progress": False, "save_dataset": False, "save_dataloaders": False,
+        "checkpoint_dir": "saved", "log_wandb": False, "reproducibility": True, "metric_decimal_place": 12,
+    })
+    cfg.update(extra or {})
+    return cfg
+
+
+class RecBolePipeline:
+    """RecBole's own dataset, dataloaders, trainer and evaluator for one dataset file.
+
+    Used as the baseline trainer (``--trainer recbole``) and as the reference the
+    evaluator and the data layer are checked against.
+    """
+
+    def __init__(self, dataset: str, inter_file: Path, hp: SASRecConfig, extra: dict | None = None) -> None:
+        _apply_numpy_shims()
+        from recbole.config import Config
+        from recbole.data import create_dataset, data_preparation
+        from recbole.utils import init_seed
+
+        self.workdir = Path(tempfile.mkdtemp(prefix="popsteer-recbole-"))
+        data_path = self.workdir / "data"
+        (data_path / dataset).mkdir(parents=True)
+        target = data_path / dataset / f"{dataset}.inter"
+        if inter_file.suffix == ".gz":
+            with gzip.open(inter_file, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            os.symlink(inter_file.resolve(), target)
+        with fenced(self.workdir):
+            self.config = Config(model="SASRec", dataset=dataset,
+                                 config_dict=recbole_config_dict(dataset, data_path, hp, extra))
+            init_seed(self.config["seed"], self.config["reproducibility"])
+            logging.getLogger().setLevel(logging.WARNING)
+            self.dataset = create_dataset(self.config)
+            self.train_data, self.valid_data, self.test_data = data_preparation(self.config, self.dataset)
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def new_model(self) -> torch.nn.Module:
+        SASRec = _recbole_sasrec_class()
+        with fenced(self.workdir):
+            return SASRec(self.config, self.train_data.dataset)
+
+    def trainer(self, model: torch.nn.Module):
+        from recbole.trainer import Trainer
+
+        with fenced(self.workdir):
+            trainer = Trainer(self.config, model)
+        trainer.eval_collector.data_collect(self.train_data)
+        return trainer
+
+    def train_epoch(self, trainer, epoch: int = 0) -> float:
+        """One pass of RecBole's trainer over every (prefix, target) pair; returns the summed loss."""
+        with fenced(self.workdir):
+            loss = trainer._train_epoch(self.train_data, epoch, show_progress=False)
+        return float(loss if not isinstance(loss, tuple) else sum(loss))
+
+    def evaluate(self, trainer, split: str = "test") -> dict[str, float]:
+        """RecBole's own full-ranking evaluation of ``trainer.model``."""
+        data = self.valid_data if split == "valid" else self.test_data
+        with fenced(self.workdir), torch.no_grad():
+            result = trainer.evaluate(data, load_best_model=False, show_progress=False)
+        return {k: float(v) for k, v in result.items()}
+
+    def train_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RecBole's augmented training pairs: (item_seq (P, L), item_length (P,), target (P,))."""
+        inter = self.train_data.dataset.inter_feat
+        return inter["item_id_list"], inter["item_length"], inter["item_id"]
+
+    def item_tokens(self) -> np.ndarray:
+        return np.asarray(self.dataset.field2id_token["item_id"]).astype(str)
+
+    def user_tokens(self) -> np.ndarray:
+        return np.asarray(self.dataset.field2id_token["user_id"]).astype(str)
+
+
+def load_foreign_checkpoint(path: Path, trust_pickle: bool) -> dict:
+    """Load a RecBole ``.pth`` checkpoint (a pickle). Refused unless ``trust_pickle``.
+
+    Returns the raw dict (``state_dict``, ``config``, ...). RecBole pickles its Config, so the
+    unpickler needs RecBole importable.
+    """
+    from popsteer.errors import PopSteerError
+
+    if not trust_pickle:
+        raise PopSteerError(f"{path} is a pickle (RecBole .pth): loading it can run arbitrary code; "
+                            "pass --trust-pickle if you trust its source")
+    _apply_numpy_shims()
+    import recbole.config  # noqa: F401  (classes the pickle refers to)
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure is bad input
+        raise PopSteerError(f"cannot load RecBole checkpoint {path}: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,184 @@
+"""SASRec: all-position training, RecBole's trainer as the baseline, our checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from popsteer import checkpoint
+from popsteer.config import SASRecConfig, TrainConfig
+from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
+from popsteer.evaluate import Evaluator
+from popsteer.recbole_adapter import build_sasrec, sequence_output
+
+log = logging.getLogger(__name__)
+
+
+def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 4096,
+                 train_mode: bool = False) -> torch.Tensor:
+    """SASRec's user representation: last-layer output at ``seq_len - 1``, shape (U, d).
+
+    ``train_mode`` keeps dropout active (the reference's quirk while training the SAE).
+    """
+    was_training = model.training
+    model.train(train_mode)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(item_seq), batch_size):
+            seq = torch.as_tensor(item_seq[s : s + batch_size])
+            ln = torch.as_tensor(seq_len[s : s + batch_size])
+            out.append(model.forward(seq, ln))  # (B, d)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_model(model: torch.nn.Module, data: SequenceData, split: str, k: int = 10, **kw) -> dict[str, float]:
+    seq, ln, _ = data.split(split)
+    reps = encode_users(model, seq, ln)
+    return Evaluator.for_split(data, split, k=k, **kw)(reps, model.item_embedding.weight.detach())
+
+
+def allpos_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean full-softmax CE over every non-padding target position.
+
+    Args:
+        inputs, targets: (B, L) int64; target 0 = no loss at that position.
+    """
+    out = sequence_output(model, inputs)  # (B, L, d)
+    sel = targets > 0
+    logits = out[sel] @ model.item_embedding.weight.T  # (P, n_items)
+    return F.cross_entropy(logits, targets[sel])
+
+
+def _window_batches(targets: np.ndarray, batch_targets: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled groups of windows holding about ``batch_targets`` targets each."""
+    per_window = max(1.0, float((targets > 0).sum()) / len(targets))
+    size = max(1, int(round(batch_targets / per_window)))
+    perm = torch.randperm(len(targets), generator=gen)
+    return list(perm.split(size))
+
+
+def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
+                 on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train RecBole's SASRec with one forward pass per window (all positions predict).
+
+    Early-stops on valid NDCG@10 (patience ``cfg.stopping_step``) and returns the best model.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    inputs_np, targets_np = data.train_windows(cfg.stride)
+    inputs, targets = torch.as_tensor(inputs_np), torch.as_tensor(targets_np)
+    log.info("all-position training: %d windows, %d targets", len(inputs), int((targets > 0).sum()))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        batches = _window_batches(targets_np, cfg.batch_size, gen)
+        for idx in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None):
+            loss = allpos_loss(model, inputs[idx], targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss.detach()), n + 1
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "train_seconds": time.perf_counter() - t0}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+            row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
+            score = row["valid_ndcg@10"]
+            if score > best:
+                best, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                bad += 1
+        row["elapsed_minutes"] = (time.perf_counter() - t_start) / 60
+        history.append(row)
+        log.info("epoch %d loss %.4f valid ndcg@10 %s (%.1fs)", epoch, row["train_loss"],
+                 f"{row.get('valid_ndcg@10', float('nan')):.4f}", row["train_seconds"])
+        if on_epoch:
+            on_epoch(epoch, row)
+        if bad >= cfg.stopping_step:
+            log.info("early stop at epoch %d (best valid ndcg@10 %.4f)", epoch, best)
+            break
+        if cfg.time_budget_min is not None and row["elapsed_minutes"] >= cfg.time_budget_min:
+            log.info("time budget of %.1f min reached at epoch %d", cfg.time_budget_min, epoch)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history
+
+
+def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
+                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """RecBole's own per-prefix trainer (one sample per prefix), scored by our evaluator."""
+    from popsteer.recbole_adapter import RecBolePipeline
+
+    pipe = RecBolePipeline(data.name, Path(data.source), hp, {
+        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed})
+    try:
+        if not np.array_equal(pipe.item_tokens(), data.item_tokens):
+            raise PopSteerError("RecBole's item ids differ from PopSteer's on this dataset")
+        model = pipe.new_model()
+        trainer = pipe.trainer(model)
+        best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            loss = pipe.train_epoch(trainer, epoch)
+            row = {"epoch": epoch, "train_loss": loss / max(len(pipe.train_data), 1),
+                   "train_seconds": time.perf_counter() - t0}
+            row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
+            if row["valid_ndcg@10"] > best:
+                best, best_state, bad = row["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
+            else:
+                bad += 1
+            history.append(row)
+            if on_epoch:
+                on_epoch(epoch, row)
+            if bad >= cfg.stopping_step:
+                break
+        model.load_state_dict(best_state)
+        model.eval()
+        return model, history
+    finally:
+        pipe.close()
+
+
+def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp: SASRecConfig,
+                     train: TrainConfig | None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    meta = {
+        "kind": "sasrec", "dataset": data.name, "n_items": data.n_items,
+        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp),
+        "train": asdict(train) if train else None, "metrics": metrics or {},
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    meta.update(extra or {})
+    return checkpoint.save(path, model.state_dict(), meta)
+
+
+def load_recommender(path: str | Path, data: SequenceData | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load a PopSteer SASRec checkpoint; with ``data``, check it belongs to that dataset."""
+    tensors, meta = checkpoint.load(path, kind="sasrec")
+    if data is not None:
+        if meta["dataset"] != data.name:
+            raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
+        if meta["item_tokens"] != data.item_tokens.tolist():
+            raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
+    hp = SASRecConfig(**meta["sasrec"])
+    model = build_sasrec(meta["n_items"], hp)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise PopSteerError(f"{path}: weights do not fit SASRec ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, meta

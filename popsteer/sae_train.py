@@ -1,0 +1,153 @@
+"""Training loop and report for the TopK SAE (METHOD.md section 2).
+
+Adam; ReduceLROnPlateau and early stopping both on the validation loss
+``valid FVU + valid AuxK / 32`` (early stopping maximises its negative, never before
+``min_epochs``); the best epoch's weights are returned. A latent is dead for epoch t when
+it did not fire (a value > 0 after TopK) on any training input of epoch t - 1; in the
+first epoch none is dead, so AuxK is 0. The validation AuxK uses the latents dead after
+the epoch just trained (the ones the next epoch's AuxK will use).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from popsteer.errors import PopSteerError
+from popsteer.sae import SAEConfig, TopKSAE
+
+logger = logging.getLogger(__name__)
+
+
+def _check_inputs(x_train: Tensor, x_valid: Tensor) -> None:
+    for name, x in (("x_train", x_train), ("x_valid", x_valid)):
+        if x.dim() != 2 or not x.is_floating_point():
+            raise PopSteerError(f"{name} must be a 2-D float tensor (N, d), got {tuple(x.shape)} {x.dtype}")
+        if x.shape[0] < 2:
+            raise PopSteerError(f"{name} needs at least 2 rows (FVU divides by their variance), got {x.shape[0]}")
+    if x_train.shape[1] != x_valid.shape[1]:
+        raise PopSteerError(f"x_train has d={x_train.shape[1]} but x_valid has d={x_valid.shape[1]}")
+
+
+def _batches(n_rows: int, batch_size: int, gen: torch.Generator | None, device: torch.device) -> tuple[Tensor, ...]:
+    """Row indices split into ceil(n_rows / batch_size) near-equal batches (none of 1 row)."""
+    order = torch.randperm(n_rows, generator=gen) if gen is not None else torch.arange(n_rows)
+    return order.to(device).tensor_split(math.ceil(n_rows / batch_size))
+
+
+def _train_epoch(
+    sae: TopKSAE, opt: torch.optim.Optimizer, x: Tensor, dead: Tensor, k_aux: int, gen: torch.Generator
+) -> tuple[float, float, Tensor]:
+    """One pass over x (N, d). Returns (mean loss, mean FVU, fired (n,) bool)."""
+    sae.train()
+    fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
+    loss_sum = fvu_sum = 0.0
+    for idx in _batches(x.shape[0], sae.cfg.batch_size, gen, x.device):
+        loss, f, _, z = sae.loss(x[idx], dead, k_aux)  # z: (B, n)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        fired |= (z > 0).any(0)
+        loss_sum += loss.item() * len(idx)
+        fvu_sum += f.item() * len(idx)
+    return loss_sum / x.shape[0], fvu_sum / x.shape[0], fired
+
+
+@torch.no_grad()
+def evaluate_losses(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int, batch_size: int = 4096) -> tuple[float, float]:
+    """(FVU, AuxK) over the whole of x (N, d), both normalised by x's variance around its mean."""
+    sae.eval()
+    total_var = (x.double() - x.double().mean(0)).pow(2).sum().item()
+    sse = aux_sse = 0.0
+    for idx in _batches(x.shape[0], batch_size, None, x.device):
+        xb = x[idx]  # (B, d)
+        x_hat, h, _ = sae(xb)
+        sse += (x_hat - xb).double().pow(2).sum().item()
+        aux_sse += sae.auxk_sse(xb, x_hat, h, dead, k_aux).item()
+    return sse / total_var, aux_sse / total_var
+
+
+def train_sae(
+    x_train: Tensor,
+    x_valid: Tensor,
+    cfg: SAEConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[TopKSAE, list[dict]]:
+    """Train a TopK SAE on x_train (N, d), validating on x_valid (M, d); both on one device.
+
+    Returns the SAE with the best epoch's weights (on x_train's device) and one history
+    dict per epoch: epoch, train_loss, train_fvu, valid_fvu, valid_auxk, valid_loss,
+    dead_fraction (latents that never fired in the epoch), lr (used in the epoch), seconds.
+    ``on_epoch(epoch, record)`` is called after each epoch.
+    """
+    _check_inputs(x_train, x_valid)
+    d = x_train.shape[1]
+    sae = TopKSAE(d, cfg).to(x_train.device)
+    k_aux = cfg.resolved_aux_k(d)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dead = torch.zeros(sae.n, dtype=torch.bool, device=x_train.device)  # (n,) no previous epoch yet
+    best_score, best_epoch, best_state, stale = -math.inf, 0, None, 0
+    history: list[dict] = []
+    logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, len(x_train), len(x_valid))
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch", disable=None)
+    for epoch in bar:
+        start = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        train_loss, train_fvu, fired = _train_epoch(sae, opt, x_train, dead, k_aux, gen)
+        dead = ~fired
+        valid_fvu, valid_auxk = evaluate_losses(sae, x_valid, dead, k_aux, cfg.batch_size)
+        valid_loss = valid_fvu + valid_auxk / 32
+        sched.step(valid_loss)
+        record = {
+            "epoch": epoch, "train_loss": train_loss, "train_fvu": train_fvu, "valid_fvu": valid_fvu,
+            "valid_auxk": valid_auxk, "valid_loss": valid_loss, "dead_fraction": dead.float().mean().item(),
+            "lr": lr, "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        bar.set_postfix(valid_fvu=f"{valid_fvu:.4f}", dead=f"{record['dead_fraction']:.3f}")
+        logger.debug("SAE epoch %d: %s", epoch, record)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if -valid_loss > best_score:
+            best_score, best_epoch, stale = -valid_loss, epoch, 0
+            best_state = {name: t.detach().clone() for name, t in sae.state_dict().items()}
+        else:
+            stale += 1
+        if stale >= cfg.patience and epoch >= cfg.min_epochs:
+            logger.info("SAE: early stop at epoch %d (no improvement for %d epochs)", epoch, stale)
+            break
+    bar.close()
+    if best_state is not None:
+        sae.load_state_dict(best_state)
+    logger.info("SAE: best epoch %d, valid FVU %.4f", best_epoch, history[best_epoch - 1]["valid_fvu"] if best_epoch else math.nan)
+    return sae.eval(), history
+
+
+@torch.no_grad()
+def sae_report(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> dict:
+    """Quality of sae on x (N, d): fvu (over all of x), dead_fraction (latents that fire on
+    no row of x), cosine (mean cosine similarity of x_hat and x rows)."""
+    sae.eval()
+    x = x.to(sae.W_enc.device)
+    fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
+    sse = cos_sum = 0.0
+    for idx in _batches(x.shape[0], batch_size, None, x.device):
+        xb = x[idx]  # (B, d)
+        x_hat, _, z = sae(xb)
+        fired |= (z > 0).any(0)
+        sse += (x_hat - xb).double().pow(2).sum().item()
+        cos_sum += torch.nn.functional.cosine_similarity(x_hat, xb, dim=1).double().sum().item()
+    total_var = (x.double() - x.double().mean(0)).pow(2).sum().item()
+    return {
+        "fvu": sse / total_var,
+        "dead_fraction": 1.0 - fired.float().mean().item(),
+        "cosine": cos_sum / x.shape[0],
+    }

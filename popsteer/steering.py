@@ -1,0 +1,63 @@
+"""Steering SAE neurons at inference (METHOD.md section 4, Eq. 3 and Eq. 4).
+
+Neurons are ranked by |d|; the top N get a weight
+``w_j = alpha * (|d_j| - min_all |d|) / (max_topN |d| - min_all |d|)`` and the pre-activation
+moves by ``+w_j sigma_j`` for unpopular neurons (d < 0, boosted) and ``-w_j sigma_j`` for
+popular ones (d > 0, suppressed); then ReLU, TopK, decode. By default sigma_j is the SD of
+the neuron's own group; ``swap_sigma`` reproduces the reference's swapped files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from popsteer.errors import PopSteerError
+
+
+@dataclass(frozen=True)
+class NeuronScores:
+    """Per-neuron analysis results, all shape (n,)."""
+
+    d: np.ndarray
+    sigma_pop: np.ndarray
+    sigma_unpop: np.ndarray
+
+
+def steering_weights(d: np.ndarray, num_neurons: int, alpha: float) -> np.ndarray:
+    """Eq. 3: weights of the top-N neurons by |d|, zero elsewhere. Shape (n,)."""
+    n = len(d)
+    if not 0 <= num_neurons <= n:
+        raise PopSteerError(f"num_neurons must be in [0, {n}] (the SAE's hidden size), got {num_neurons}")
+    if not (alpha >= 0 and np.isfinite(alpha)):
+        raise PopSteerError(f"alpha must be a finite number >= 0, got {alpha}")
+    w = np.zeros(n, dtype=np.float64)
+    if num_neurons == 0 or alpha == 0:
+        return w
+    mag = np.abs(d)
+    top = np.argsort(-mag, kind="stable")[:num_neurons]
+    lo, hi = mag.min(), mag[top].max()
+    w[top] = alpha * (mag[top] - lo) / (hi - lo) if hi > lo else alpha
+    return w
+
+
+def steering_delta(scores: NeuronScores, num_neurons: int, alpha: float, swap_sigma: bool = False) -> torch.Tensor:
+    """Eq. 4 as an additive shift of the pre-activations, shape (n,) float32."""
+    w = steering_weights(scores.d, num_neurons, alpha)
+    boost_sigma = scores.sigma_pop if swap_sigma else scores.sigma_unpop
+    suppress_sigma = scores.sigma_unpop if swap_sigma else scores.sigma_pop
+    delta = np.where(scores.d < 0, w * boost_sigma, np.where(scores.d > 0, -w * suppress_sigma, 0.0))
+    return torch.as_tensor(delta, dtype=torch.float32)
+
+
+def steer_preactivations(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """h: (U, n) pre-activations; delta: (n,). Returns the steered pre-activations."""
+    return h + delta
+
+
+def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Decode steered pre-activations: ReLU, TopK(K), decode. (U, n) -> (U, d)."""
+    with torch.no_grad():
+        return sae.decode(sae.encode(steer_preactivations(h, delta)))

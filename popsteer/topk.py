@@ -1,0 +1,79 @@
+"""The SAE activation ``TopK(ReLU(h), k)``: eager torch or the Triton kernel, same result.
+
+Path choice, per call:
+- ``POPSTEER_TRITON=0``: eager torch.
+- ``POPSTEER_TRITON=1``: the Triton kernel (on CPU only under ``TRITON_INTERPRET=1``).
+- unset: Triton when h is on CUDA and triton is installed; if its first launch fails, a
+  warning is logged and eager is used from then on.
+
+Both paths rank entries by (value after ReLU, then lower column first), so ties resolve
+the same way and the outputs are equal, not just close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import Tensor
+
+from popsteer import kernels
+
+logger = logging.getLogger(__name__)
+
+_triton_broken = False  # set when an automatic Triton launch failed once
+
+
+def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Eager twin of ``kernels.triton_topk_relu`` with autograd. h (N, n) -> (N, k), (N, k)."""
+    kernels.check_topk_input(h, k)
+    n = h.shape[1]
+    v = torch.where(h > 0, h, torch.zeros_like(h))  # (N, n) ReLU; -0.0 and NaN -> 0
+    with torch.no_grad():
+        bits = v.detach().float().view(torch.int32).to(torch.int64)  # (N, n), monotone in v
+        cols = torch.arange(n, device=h.device, dtype=torch.int64)  # (n,)
+        key = (bits << 32) | (n - 1 - cols)  # (N, n), lower column wins ties
+        indices = torch.topk(key, k, dim=1).indices  # (N, k), largest first
+    values = v.gather(1, indices)  # (N, k), differentiable; zero grad where h <= 0
+    return values, indices
+
+
+def _use_triton(h: Tensor) -> bool:
+    flag = os.environ.get("POPSTEER_TRITON", "").strip()
+    if flag == "0":
+        return False
+    if flag == "1":
+        if not kernels.TRITON_AVAILABLE:
+            raise RuntimeError("POPSTEER_TRITON=1 but triton is not installed")
+        return True
+    if flag:
+        raise ValueError(f"POPSTEER_TRITON must be 0, 1 or unset, got {flag!r}")
+    return h.is_cuda and kernels.TRITON_AVAILABLE and not _triton_broken
+
+
+def topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest of ReLU(h) per row: values (N, k) in h's dtype, indices (N, k) int64.
+
+    h: (N, n). Values are sorted largest first; among equal values the lower column comes
+    first. Differentiable in h through the values.
+    """
+    global _triton_broken
+    h = h.contiguous()
+    if not _use_triton(h):
+        return _eager_topk_relu_sparse(h, k)
+    if os.environ.get("POPSTEER_TRITON", "").strip() == "1":
+        return kernels.TopKReLU.apply(h, k)
+    kernels.check_topk_input(h, k)  # bad input is an error, not a reason to fall back
+    try:
+        return kernels.TopKReLU.apply(h, k)
+    except Exception as exc:  # compile/driver failure: fall back for the rest of the run
+        _triton_broken = True
+        logger.warning("Triton top-k failed (%s: %s); using eager torch from now on", type(exc).__name__, exc)
+        return _eager_topk_relu_sparse(h, k)
+
+
+def topk_relu(h: Tensor, k: int) -> Tensor:
+    """Dense sparse code z (N, n): ReLU(h) at each row's k largest entries, 0 elsewhere."""
+    values, indices = topk_relu_sparse(h, k)  # (N, k), (N, k)
+    return torch.zeros_like(h).scatter(1, indices, values)  # (N, n)
