@@ -60,7 +60,7 @@ def fetch_dataset(name: str, data_dir: Path, url: str | None = None) -> Path:
 def fetch_ml1m(data_dir: Path, url: str = ML1M_URL) -> Path:
     """Download the GroupLens ML-1M zip and write ``ml-1m.inter`` and ``ml-1m.item``."""
     folder = Path(data_dir) / "ml-1m"
-    created = not folder.exists()
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     inter_path, item_path = folder / "ml-1m.inter", folder / "ml-1m.item"
     try:
@@ -71,8 +71,10 @@ def fetch_ml1m(data_dir: Path, url: str = ML1M_URL) -> Path:
                     n_ratings = _convert(zf, ML1M_MEMBERS["ratings"], inter_tmp, INTER_HEADER, "utf-8", _rating_row)
                     n_movies = _convert(zf, ML1M_MEMBERS["movies"], item_tmp, ITEM_HEADER, "latin-1", _movie_row)
     except BaseException:
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
+        for d in created:  # folders this call made, if still empty
+            if any(d.iterdir()):
+                break
+            d.rmdir()
         raise
     log.info("wrote %s (%d ratings) and %s (%d movies)", inter_path, n_ratings, item_path, n_movies)
     return inter_path

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
     _check_fits_sasrec(state, data.n_items, hp, pth)
     meta = {
         "kind": "sasrec", "dataset": dataset, "n_items": data.n_items,
-        "item_tokens": data.item_tokens.tolist(), "sasrec": vars(hp).copy(),
+        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp),
         "train": None, "metrics": {},
         "imported_from": {
             "path": str(pth.resolve()), "sha256": checkpoint.file_sha256(pth),

@@ -93,11 +93,13 @@ def triton_topk_relu(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     indices = torch.empty((N, k), dtype=torch.int64, device=h.device)  # (N, k)
     if N == 0:
         return values, indices
-    block_n = _next_pow2(n)
+    # Both at least 2: tl.topk with k = 1 fails in Triton < 3.9 (padding keys are never kept).
+    block_n = max(_next_pow2(n), 2)
+    k_pad = max(_next_pow2(k), 2)
     num_warps = 8 if block_n >= 2048 else 4
     _topk_relu_kernel[(N,)](
         h, values, indices, n, k, h.stride(0), values.stride(0),
-        BLOCK_N=block_n, K_PAD=_next_pow2(k), num_warps=num_warps,
+        BLOCK_N=block_n, K_PAD=k_pad, num_warps=num_warps,
     )
     return values, indices
 

@@ -135,6 +135,8 @@ def train_sae(
 def sae_report(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> dict:
     """Quality of sae on x (N, d): fvu (over all of x), dead_fraction (latents that fire on
     no row of x), cosine (mean cosine similarity of x_hat and x rows)."""
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise PopSteerError(f"sae_report needs a (N >= 2, d) tensor, got {tuple(x.shape)}")
     sae.eval()
     x = x.to(sae.W_enc.device)
     fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)

@@ -87,8 +87,7 @@ def test_fetch_ml1m_writes_atomic_files(server, tmp_path):
 
 
 def _assert_nothing_left(data_dir: Path) -> None:
-    folder = data_dir / "ml-1m"
-    assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
+    assert not data_dir.exists(), list(data_dir.rglob("*"))  # not even the folders it made
 
 
 def test_bad_zip_is_refused_and_leaves_nothing(server, tmp_path):

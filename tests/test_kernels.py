@@ -21,7 +21,7 @@ from popsteer.topk import _eager_topk_relu_sparse, topk_relu, topk_relu_sparse
 
 # The interpreter is slow (about 0.1 s per row of width 100): shapes stay tiny. Every k runs
 # in float32; the half types run the first two of each width.
-WIDTHS_AND_KS = {8: (1, 3, 8), 16: (2, 5), 32: (1, 7, 32), 48: (3, 16), 100: (1, 9)}
+WIDTHS_AND_KS = {1: (1,), 8: (1, 3, 8), 16: (2, 5), 32: (1, 7, 32), 48: (3, 16), 100: (1, 9)}
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -154,7 +154,7 @@ needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and kernels.TRITO
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, k", [(4096, 32), (4096, 128), (1000, 7), (64, 64)])
+@pytest.mark.parametrize("n, k", [(4096, 32), (4096, 128), (1000, 7), (64, 64), (100, 1), (1, 1)])
 def test_kernel_matches_eager_on_cuda(dtype, n, k):
     g = torch.Generator(device="cuda").manual_seed(n + k)
     h = torch.randn(300, n, device="cuda", generator=g).to(dtype)  # (300, n)

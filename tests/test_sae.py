@@ -155,11 +155,12 @@ def test_early_stopping_waits_for_min_epochs(monkeypatch, min_epochs, stops_at):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_on_cuda_triton_matches_eager(monkeypatch):
     x = _low_rank(3000, d=64).cuda()
-    cfg = SAEConfig(k=32, scale=64, batch_size=1024, max_epochs=4, min_epochs=1)
+    cfg = SAEConfig(k=32, scale=64, batch_size=1024, max_epochs=6, min_epochs=1)
     monkeypatch.setenv("POPSTEER_TRITON", "1")
-    sae_t, hist_t = train_sae(x[:2500], x[2500:], cfg)
+    _, hist_t = train_sae(x[:2500], x[2500:], cfg)
     monkeypatch.setenv("POPSTEER_TRITON", "0")
-    sae_e, hist_e = train_sae(x[:2500], x[2500:], cfg)
-    assert hist_t[0]["valid_fvu"] == pytest.approx(hist_e[0]["valid_fvu"], rel=1e-3)
-    assert hist_t[-1]["valid_fvu"] == pytest.approx(hist_e[-1]["valid_fvu"], rel=0.05)
-    assert sae_report(sae_t, x[2500:])["fvu"] < 0.5
+    _, hist_e = train_sae(x[:2500], x[2500:], cfg)
+    for triton_record, eager_record in zip(hist_t, hist_e, strict=True):
+        assert triton_record["valid_fvu"] == pytest.approx(eager_record["valid_fvu"], rel=1e-2)
+        assert triton_record["dead_fraction"] == pytest.approx(eager_record["dead_fraction"], abs=0.01)
+    assert hist_t[-1]["valid_fvu"] < 0.5 * hist_t[0]["valid_fvu"]

@@ -1,0 +1,82 @@
+"""Cohen's d, Eq. 3 / Eq. 4 and the grid pick, checked against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from popsteer.analysis import RunningMoments, cohens_d, profile_lengths, synthetic_profiles
+from popsteer.errors import PopSteerError
+from popsteer.grid import grid_points, pick_point
+from popsteer.steering import NeuronScores, steering_delta, steering_weights
+
+
+def test_cohens_d_matches_scipy_and_numpy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(1.0, 2.0, size=(3000, 6)) + np.arange(6)
+    b = rng.normal(0.0, 1.0, size=(2000, 6))
+    ma, mb = RunningMoments(6), RunningMoments(6)
+    for chunk in np.array_split(a, 7):
+        ma.update(torch.as_tensor(chunk, dtype=torch.float32))
+    for chunk in np.array_split(b, 3):
+        mb.update(torch.as_tensor(chunk, dtype=torch.float32))
+    d = cohens_d(ma.result(), mb.result())
+    sa, sb = np.std(a, axis=0, ddof=0), np.std(b, axis=0, ddof=0)  # population SD
+    expected = (a.mean(0) - b.mean(0)) / np.sqrt((sa**2 + sb**2) / 2)
+    np.testing.assert_allclose(d, expected, rtol=1e-5)
+    # scipy: the same from its describe() moments (variance ddof=0 rescaled)
+    da, db = stats.describe(a, ddof=0), stats.describe(b, ddof=0)
+    np.testing.assert_allclose(d, (da.mean - db.mean) / np.sqrt((da.variance + db.variance) / 2), rtol=1e-5)
+
+
+def test_synthetic_profiles_draw_only_from_the_set(ml100k_small):
+    lengths = profile_lengths(ml100k_small)
+    assert lengths.max() == ml100k_small.max_len and lengths.min() == 1
+    assert len(lengths) == int(np.maximum(ml100k_small.lengths - 3, 0).sum())
+    items = np.array([5, 7, 11])
+    prof = synthetic_profiles(lengths[:500], items, ml100k_small.max_len, seed=3)
+    assert set(np.unique(prof[prof > 0])) <= set(items.tolist())
+    assert ((prof > 0).sum(1) == lengths[:500]).all()
+    assert np.array_equal(prof, synthetic_profiles(lengths[:500], items, ml100k_small.max_len, seed=3))
+
+
+def test_steering_weights_eq3():
+    d = np.array([0.5, -3.0, 2.0, -0.1, 1.0])
+    w = steering_weights(d, 3, 2.0)
+    mag = np.abs(d)
+    top = [1, 2, 4]
+    expected = np.zeros(5)
+    expected[top] = 2.0 * (mag[top] - mag.min()) / (mag[top].max() - mag.min())
+    np.testing.assert_allclose(w, expected)
+    assert w[1] == pytest.approx(2.0)  # the strongest neuron gets alpha
+    assert (steering_weights(d, 5, 0.0) == 0).all()
+    with pytest.raises(PopSteerError):
+        steering_weights(d, 6, 1.0)
+    with pytest.raises(PopSteerError):
+        steering_weights(d, 2, -0.5)
+
+
+def test_steering_delta_eq4_and_quirk():
+    s = NeuronScores(d=np.array([2.0, -2.0, 0.0]), sigma_pop=np.array([10.0, 20.0, 30.0]),
+                     sigma_unpop=np.array([1.0, 2.0, 3.0]))
+    w = steering_weights(s.d, 3, 1.0)
+    delta = steering_delta(s, 3, 1.0).numpy()
+    np.testing.assert_allclose(delta, [-w[0] * 10.0, +w[1] * 2.0, 0.0])  # own group's sigma
+    quirk = steering_delta(s, 3, 1.0, swap_sigma=True).numpy()
+    np.testing.assert_allclose(quirk, [-w[0] * 1.0, +w[1] * 20.0, 0.0])
+
+
+def test_grid_and_pick():
+    pts = grid_points(4096)
+    assert len(pts) == 56 and pts[0].num_neurons == 512 and pts[-1].alpha == 4.0
+    assert len(grid_points(256)) == 7
+    base = {"gini@10": 0.8, "ndcg@10": 0.1}
+    rows = [
+        {"num_neurons": 1, "alpha": 1.0, "gini@10": 0.70, "ndcg@10": 0.099},  # 12.5% - 1%
+        {"num_neurons": 2, "alpha": 1.0, "gini@10": 0.60, "ndcg@10": 0.090},  # 25% - 10%: over the 5% cap
+        {"num_neurons": 3, "alpha": 1.0, "gini@10": 0.66, "ndcg@10": 0.096},  # 17.5% - 4% = 13.5%: best
+    ]
+    assert pick_point(rows, base)["num_neurons"] == 3
+    assert pick_point(rows[1:2], base) is None
