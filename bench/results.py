@@ -25,11 +25,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU, Python {platform.python_version()}"
 
 
-def record(name: str, value, unit: str, goal: str, met: bool | None, command: str, note: str = "") -> None:
+def record(name: str, value, unit: str, goal: str, met: bool | None, command: str, note: str = "",
+           where: str | None = None) -> None:
     rows = json.loads(JSON.read_text()) if JSON.exists() else []
     rows = [r for r in rows if r["name"] != name]
     rows.append({"name": name, "value": value, "unit": unit, "goal": goal, "met": met, "command": command,
-                 "date": _dt.date.today().isoformat(), "machine": machine(), "note": note})
+                 "date": _dt.date.today().isoformat(), "machine": where or machine(), "note": note})
     rows.sort(key=lambda r: r["name"])
     tmp = JSON.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
@@ -39,10 +40,10 @@ def record(name: str, value, unit: str, goal: str, met: bool | None, command: st
 
 def _render(rows: list[dict]) -> None:
     fmt = lambda v: "not measured" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-    lines = [BEGIN, "| name | value | unit | goal | met | date | command |", "|---|---|---|---|---|---|---|"]
+    lines = [BEGIN, "| name | value | unit | goal | met | date | command | details |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         met = {True: "yes", False: "**no**", None: "n/a"}[r["met"]]
-        lines.append(f"| `{r['name']}` | {fmt(r['value'])} | {r['unit']} | {r['goal']} | {met} | {r['date']} | `{r['command']}` |")
+        lines.append(f"| `{r['name']}` | {fmt(r['value'])} | {r['unit']} | {r['goal']} | {met} | {r['date']} | `{r['command']}` | {r.get('note', '')} ({r.get('machine', '')}) |")
     lines.append(END)
     text = MD.read_text() if MD.exists() else "# Benchmark results\n\n" + BEGIN + "\n" + END + "\n"
     head, rest = text.split(BEGIN, 1)

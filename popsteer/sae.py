@@ -44,6 +44,8 @@ class SAEConfig:
     """Seeds the weight init and the batch shuffling."""
     decode: Literal["dense", "sparse"] = "dense"
     """dense: z @ W_dec; sparse: embedding_bag over the k kept latents (same result)."""
+    time_budget_min: float | None = None
+    """Stop training after this many minutes (the best epoch so far is kept)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "scale", "batch_size", "max_epochs", "patience"):

@@ -81,7 +81,8 @@ def train_sae_step(args: argparse.Namespace) -> dict:
     if sasrec_meta.get("kind") != "sasrec":
         raise PopSteerError(f"{base} is a {sasrec_meta.get('kind')!r} checkpoint, expected a recommender (SASRec) checkpoint")
     cfg = SAEConfig(k=args.top_k, scale=args.scale, max_epochs=args.epochs,
-                    min_epochs=min(args.min_epochs, args.epochs))
+                    min_epochs=min(args.min_epochs, args.epochs), decode=getattr(args, "decode", "dense"),
+                    time_budget_min=getattr(args, "time_budget_min", None))
     d = sasrec_meta["sasrec"]["hidden_size"]
     n = cfg.hidden(d)
     data = load_dataset(sasrec_meta["dataset"], args.data_dir, max_len=sasrec_meta["sasrec"]["max_len"])

@@ -98,6 +98,7 @@ def train_sae(
     history: list[dict] = []
     logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, len(x_train), len(x_valid))
     bar = tqdm(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch", disable=None)
+    t_begin = time.perf_counter()
     for epoch in bar:
         start = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
@@ -123,6 +124,9 @@ def train_sae(
             stale += 1
         if stale >= cfg.patience and epoch >= cfg.min_epochs:
             logger.info("SAE: early stop at epoch %d (no improvement for %d epochs)", epoch, stale)
+            break
+        if cfg.time_budget_min is not None and time.perf_counter() - t_begin >= 60 * cfg.time_budget_min:
+            logger.info("SAE: time budget of %.1f min reached at epoch %d", cfg.time_budget_min, epoch)
             break
     bar.close()
     if best_state is not None:

@@ -57,7 +57,12 @@ def steer_preactivations(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return h + delta
 
 
-def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Decode steered pre-activations: ReLU, TopK(K), decode. (U, n) -> (U, d)."""
+def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.Tensor,
+                           batch_size: int = 4096) -> torch.Tensor:
+    """Decode steered pre-activations: ReLU, TopK(K), decode. (U, n) -> (U, d).
+
+    Streams over user batches, so no second (U, n) tensor is ever held.
+    """
     with torch.no_grad():
-        return sae.decode(sae.encode(steer_preactivations(h, delta)))
+        return torch.cat([sae.decode(sae.encode(steer_preactivations(h[s : s + batch_size], delta)))
+                          for s in range(0, h.shape[0], batch_size)])
