@@ -15,9 +15,11 @@ from popsteer.popularity import PopularityGroups
 
 
 def profile_lengths(data: SequenceData) -> np.ndarray:
-    """Lengths of the real training sequences (RecBole's training prefixes), capped at max_len."""
-    train_len = data.lengths - 2  # items before the validation target
-    return np.concatenate([np.minimum(np.arange(1, t), data.max_len) for t in train_len if t > 1]).astype(np.int64)
+    """Lengths of the real training sequences, one per user, capped at max_len.
+
+    A user's training sequence is every item before its validation target.
+    """
+    return np.minimum(data.lengths - 2, data.max_len).astype(np.int64)
 
 
 def synthetic_profiles(lengths: np.ndarray, item_set: np.ndarray, max_len: int, seed: int) -> np.ndarray:

@@ -73,6 +73,13 @@ def add_sae_commands(sub) -> None:
     p.add_argument("--scale", type=int, default=64)
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--min-epochs", "--min_epochs", dest="min_epochs", type=int, default=50)
+    p.add_argument("--time-budget-min", dest="time_budget_min", type=float, default=None,
+                   help="stop SAE training after this many minutes (best epoch kept)")
+    p.add_argument("--decode", default="dense", choices=["dense", "sparse"],
+                   help="SAE decoder: dense z @ W_dec or sparse (embedding_bag over the K kept latents)")
+    p.add_argument("--prefix-stride", dest="prefix_stride", type=int, default=10,
+                   help="training prefixes are encoded by all-position passes over windows with this stride "
+                        "(prefixes longer than max length see >= max_len - stride + 1 items; 1 = exact, slow)")
     p.add_argument("--sasrec-train-mode", dest="sasrec_train_mode", action="store_true",
                    help="QUIRK of the reference: encode users with SASRec's dropout active")
     _common(p)
@@ -112,6 +119,24 @@ def add_pipeline(sub) -> None:
     _common(p)
 
 
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="results report: SASRec, PopSteer and the tuned re-ranking baselines on test")
+    p.add_argument("-p", "--pretrained_path", "--pretrained-path", dest="pretrained_path", action="append",
+                   required=True, help="an analysed SAE checkpoint; repeat for one section per dataset")
+    p.add_argument("--out", default="docs/RESULTS.md", help="the markdown report; plots and grid CSVs go beside it")
+    p.add_argument("--tiny", action="store_true",
+                   help="CI-sized grids: 3 points per baseline, N in {512, max}, alpha in {1, default, 4}")
+    p.add_argument("--shared-dir", dest="shared_dir", default=None,
+                   help="folder with <dataset>/reference/popsteer_cohens_d.csv.gz (the authors' files) for the "
+                        "fidelity checks; default $POPSTEER_SHARED_DATASETS or ../shared/datasets")
+    p.add_argument("--seed", type=int, default=2020, help="seed of the random re-ranker")
+    p.add_argument("--swap-sigma-quirk", dest="swap_sigma", action="store_true",
+                   help="QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's")
+    p.add_argument("--mlflow", action="store_true",
+                   help="also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)")
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="popsteer", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -120,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import(sub)
     add_data(sub)
     add_pipeline(sub)
+    add_report(sub)
     return parser
 
 
@@ -142,6 +168,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "import-checkpoint": steps.import_checkpoint,
         "data": steps.data,
         "pipeline": steps.pipeline,
+        "report": lambda a: __import__("popsteer.report", fromlist=["report_step"]).report_step(a),  # lazy: matplotlib
     }
     result = handlers[args.cmd](args)
     if result is not None:

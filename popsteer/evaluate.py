@@ -72,7 +72,7 @@ class Evaluator:
 
     def topk(self, reps: torch.Tensor, item_emb: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            return rank_topk(reps, item_emb, self.k, self.batch_size, self.item_chunk).numpy()
+            return rank_topk(reps, item_emb, self.k, self.batch_size, self.item_chunk).cpu().numpy()
 
     def metrics_of_topk(self, topk: np.ndarray) -> dict[str, float]:
         g = self.groups

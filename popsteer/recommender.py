@@ -44,6 +44,28 @@ def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarr
     return torch.cat(out)
 
 
+def encode_prefixes(model: torch.nn.Module, data: SequenceData, stride: int = 10, batch_size: int = 512,
+                    train_mode: bool = False) -> torch.Tensor:
+    """The representation of every training prefix, from all-position passes over windows, (P, d).
+
+    One row per training (prefix, target) pair, in (user, position) order. A prefix of at
+    most ``max_len`` items is encoded exactly as RecBole would; a longer one sees the last
+    ``max_len - stride + 1`` to ``max_len`` items (``stride=1``: exactly RecBole's last
+    ``max_len`` items, at per-prefix cost). Costs about ``max_len / stride`` times less than
+    encoding every prefix separately.
+    """
+    inputs, targets = data.train_windows(stride)
+    was_training = model.training
+    model.train(train_mode)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(inputs), batch_size):
+            seq_out = sequence_output(model, torch.as_tensor(inputs[s : s + batch_size]))  # (B, L, d)
+            out.append(seq_out[torch.as_tensor(targets[s : s + batch_size]) > 0])  # (P_b, d)
+    model.train(was_training)
+    return torch.cat(out)
+
+
 def evaluate_model(model: torch.nn.Module, data: SequenceData, split: str, k: int = 10, **kw) -> dict[str, float]:
     seq, ln, _ = data.split(split)
     reps = encode_users(model, seq, ln)

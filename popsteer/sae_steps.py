@@ -21,7 +21,7 @@ from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.evaluate import Evaluator
 from popsteer.grid import evaluate_grid, grid_points, pick_point, tradeoff
-from popsteer.recommender import encode_users, load_recommender
+from popsteer.recommender import encode_prefixes, encode_users, load_recommender
 from popsteer.sae import SAEConfig, TopKSAE
 from popsteer.sae_train import sae_report, train_sae
 from popsteer.steering import NeuronScores, steered_reconstruction, steering_delta
@@ -67,10 +67,10 @@ def report_dir(data_dir: str | Path, dataset: str) -> Path:
 # ------------------------------------------------------------------ step 2: SAE
 
 
-def training_representations(sasrec, data: SequenceData, train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def training_representations(sasrec, data: SequenceData, train_mode: bool = False,
+                             stride: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """x for every training (prefix, target) pair, and for the validation users. (P, d), (U, d)."""
-    seq, ln, _ = data.train_prefix_pairs()
-    x_train = encode_users(sasrec, seq, ln, train_mode=train_mode)
+    x_train = encode_prefixes(sasrec, data, stride=min(stride, data.max_len), train_mode=train_mode)
     vseq, vln, _ = data.split("valid")
     return x_train, encode_users(sasrec, vseq, vln)
 
@@ -88,7 +88,7 @@ def train_sae_step(args: argparse.Namespace) -> dict:
     data = load_dataset(sasrec_meta["dataset"], args.data_dir, max_len=sasrec_meta["sasrec"]["max_len"])
     sasrec, _ = load_recommender(base, data)
     t0 = time.perf_counter()
-    x_train, x_valid = training_representations(sasrec, data, args.sasrec_train_mode)
+    x_train, x_valid = training_representations(sasrec, data, args.sasrec_train_mode, getattr(args, "prefix_stride", 10))
     torch.manual_seed(cfg.seed)
     sae, history = train_sae(x_train, x_valid, cfg)
     report = sae_report(sae, x_valid)
@@ -101,7 +101,8 @@ def train_sae_step(args: argparse.Namespace) -> dict:
     out = checkpoint.default_path(args.out_dir, f"SASRec_SAE-{checkpoint.seed_timestamp()}-k{cfg.k}-{cfg.scale}-{data.name}")
     meta = {"kind": "sae", "dataset": data.name, "d": d, "n_latents": n, "sae": asdict(cfg),
             "base_checkpoint": str(base.resolve()), "base_sha256": checkpoint.file_sha256(base),
-            "sasrec_train_mode_quirk": bool(args.sasrec_train_mode), "report": report, "history": history,
+            "sasrec_train_mode_quirk": bool(args.sasrec_train_mode),
+            "prefix_stride": getattr(args, "prefix_stride", 10), "report": report, "history": history,
             "train_minutes": minutes, "created": _dt.datetime.now().isoformat(timespec="seconds")}
     checkpoint.save(out, sae.state_dict(), meta)
     log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",

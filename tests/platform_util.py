@@ -1,0 +1,139 @@
+"""Helpers of the platform tests: find the real Ray head and MLflow server, or skip with the reason."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def ray_address() -> str:
+    """The GCS address of the Ray head the tests use: $RAY_ADDRESS, else 127.0.0.1:6379."""
+    return os.environ.get("RAY_ADDRESS") or "127.0.0.1:6379"
+
+
+def tracking_uri() -> str:
+    """The MLflow server the tests use: $MLFLOW_TRACKING_URI when it is http(s), else 127.0.0.1:5000."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri if uri.startswith("http") else "http://127.0.0.1:5000"
+
+
+def ray_unavailable() -> str | None:
+    """Why no Ray head can be used (None when one answers)."""
+    address = ray_address()
+    if address.startswith(("http://", "ray://")) or ":" not in address:
+        return f"RAY_ADDRESS={address} is not a GCS address (host:port); .ci/run exports 127.0.0.1:6379"
+    host, _, port = address.rpartition(":")
+    if not _port_open(host or "127.0.0.1", int(port)):
+        return (f"no Ray head at {address}: start one with `ray start --head --port=6379 "
+                "--dashboard-host=127.0.0.1 --num-cpus=2` (.ci/run does)")
+    return None
+
+
+def dashboard_unavailable() -> str | None:
+    why = ray_unavailable()
+    if why is None and not _http_ok(f"{DASHBOARD}/api/version"):
+        why = f"the Ray head has no job server at {DASHBOARD} (ray[default] and --dashboard-host=127.0.0.1 needed)"
+    return why
+
+
+def mlflow_unavailable() -> str | None:
+    """Why no MLflow server can be used (None when /health answers)."""
+    uri = tracking_uri()
+    if not _http_ok(f"{uri.rstrip('/')}/health"):
+        return f"no MLflow server answers at {uri}/health: start one with `bash mlflow/server.sh` (.ci/run does)"
+    return None
+
+
+def requires(*reasons: str | None) -> pytest.MarkDecorator:
+    """A skip mark, decided before any fixture runs, for the first missing service."""
+    missing = [r for r in reasons if r]
+    return pytest.mark.skipif(bool(missing), reason=missing[0] if missing else "")
+
+
+def connect_ray() -> None:
+    """Connect this test process to the running head (or skip)."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(address=ray_address(), log_to_driver=False)
+
+
+def write_sweep(path: Path, **values) -> Path:
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def sweep_env(ray: str, tracking_uri: str) -> dict:
+    env = dict(os.environ, RAY_ADDRESS=ray, MLFLOW_TRACKING_URI=tracking_uri, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def start_sweep(spec: Path, env: dict, log_path: Path, *extra: str) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "popsteer.sweep", str(spec), *extra], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def mlflow_runs(tracking_uri: str, experiment: str) -> tuple[object, list, list]:
+    """(client, parent runs, child runs) of one MLflow experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("popsteer.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("popsteer.kind") == "trial"]
+    return client, parents, children
+
+
+def assert_each_trial_once(client, parents: list, children: list, expected_keys: set[str]) -> None:
+    """One parent; one child per trial key under it; every epoch logged once, epochs 1..n."""
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    keys = [c.data.tags["popsteer.trial_key"] for c in children]
+    assert sorted(keys) == sorted(expected_keys), keys
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "valid_loss"))
+        assert steps == list(range(1, len(steps) + 1)), (child.data.tags["popsteer.trial_key"], steps)
+        assert "sae_fvu" in child.data.metrics and child.data.params["sae.k"] == str(child.data.params["trial.k"])

@@ -1,0 +1,50 @@
+"""Ray Data encoding (an actor pool over the frozen SASRec) == the single-process ``encode_users``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from platform_util import connect_ray, ray_unavailable, requires
+
+pytestmark = requires(ray_unavailable())
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    connect_ray()
+    yield
+    ray.shutdown()
+
+
+def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_sasrec, tmp_path_factory):
+    from popsteer import checkpoint
+    from popsteer.analysis import profile_lengths
+    from popsteer.platform.encode import SPLITS, encode_inputs, ensure_encoded
+    from popsteer.recommender import encode_users
+
+    model, path = small_sasrec
+    root = tmp_path_factory.getbasetemp() / "encoded"  # shared with the recovery tests
+    encoded = ensure_encoded(path, ml100k_small, root, actors=2, cpus_per_actor=0.5, block_rows=8192)
+    manifest = json.loads((encoded.folder / "manifest.json").read_text())
+    assert manifest["checkpoint_sha256"] == checkpoint.file_sha256(path)
+    inputs = encode_inputs(ml100k_small, 2020)
+    for split in SPLITS:
+        seq, ln = inputs[split]
+        want = encode_users(model, seq, ln).numpy()
+        got = encoded.read(split)
+        assert manifest["splits"][split]["shape"] == list(want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=split)  # bit-exact on CPU
+    # the synthetic profiles follow analyze_neurons' rule (one per profile_lengths entry)
+    assert manifest["splits"]["popular"]["rows"] == len(profile_lengths(ml100k_small))
+
+    # reused, not recomputed, when the manifest matches
+    t0 = time.perf_counter()
+    again = ensure_encoded(path, ml100k_small, root)
+    assert again.folder == encoded.folder and time.perf_counter() - t0 < 5
+    assert json.loads((again.folder / "manifest.json").read_text())["created"] == manifest["created"]

@@ -1,0 +1,180 @@
+"""``popsteer report`` on ml-100k with tiny settings, and its pieces."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_util import error_lines, run_cli
+
+METHODS = ["SASRec", "SASRec + SAE (unsteered)", "PopSteer (defaults)", "PopSteer (tuned)", "IPR (tuned)",
+           "FA*IR (tuned)", "PCT (tuned)", "Random top-m (tuned)"]
+SECTIONS = ["# PopSteer results", "## ml-100k", "### Test results", "### Accuracy-fairness trade-off",
+            "### PopSteer sweeps", "### Popularity neurons", "### Fidelity to the authors' artifacts", "### Summary",
+            "## Closing note"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("report")
+
+
+@pytest.fixture(scope="module")
+def sasrec_ckpt(workdir):
+    proc = run_cli(["--train_recommender", "--dataset", "ml-100k", "--small", "--epochs", "1", "--stride", "10"], workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (ckpt,) = (workdir / "saved").glob("SASRec-*-ml-100k.safetensors")
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def sae_ckpt(workdir, sasrec_ckpt):
+    proc = run_cli(["--train_popsteer", "-p", str(sasrec_ckpt), "--top_k", "8", "--scale", "4",
+                    "--epochs", "3", "--min-epochs", "1"], workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (ckpt,) = (workdir / "saved").glob("SASRec_SAE-*-k8-4-ml-100k.safetensors")
+    proc = run_cli(["--analyze_neurons", "-p", str(ckpt)], workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def shared(workdir):
+    """A stand-in for the authors' reference folder: a Cohen's d file for ml-100k."""
+    folder = workdir / "shared" / "ml-100k" / "reference"
+    folder.mkdir(parents=True)
+    d = np.random.default_rng(0).normal(0.0, 1.5, size=300)
+    pd.DataFrame({"cohen_d": d}).to_csv(folder / "popsteer_cohens_d.csv.gz")
+    return workdir / "shared"
+
+
+@pytest.fixture(scope="module")
+def report(workdir, sae_ckpt, shared):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+        proc = run_cli(["report", "-p", str(sae_ckpt), "--out", "docs/RESULTS.md", "--tiny",
+                        "--shared-dir", str(shared), "--mlflow"], workdir, seed=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    return out, (workdir / "docs" / "RESULTS.md").read_text()
+
+
+def table_rows(text: str, heading: str) -> list[list[str]]:
+    """Cells of the first markdown table after ``heading`` (header and rule skipped)."""
+    block = text.split(heading, 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    lines = [l for l in block.splitlines() if l.startswith("|")]
+    return [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", l.strip().strip("|"))] for l in lines[2:]]
+
+
+def test_report_has_every_section(report):
+    _, text = report
+    positions = [text.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert "![NDCG@10 vs Gini@10 on ml-100k](RESULTS_ml-100k_tradeoff.png)" in text
+    assert "α sweep at N=" in text and "N sweep at α=1.5" in text
+
+
+def test_every_method_row_is_finite(report):
+    out, text = report
+    rows = table_rows(text, "### Test results")
+    assert [r[0].replace("\\*", "*") for r in rows] == METHODS
+    for row in rows:
+        values = [float(v) for v in row[2:10]]  # NDCG .. NDCG tail
+        assert all(math.isfinite(v) for v in values), row
+        assert 0 <= values[0] <= 1 and 0 <= values[3] <= 1  # NDCG, Gini
+    assert list(out["datasets"]["ml-100k"]) == METHODS
+
+
+def test_tradeoff_png_and_grids_beside_the_report(workdir, report):
+    out, _ = report
+    png = workdir / "docs" / "RESULTS_ml-100k_tradeoff.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    grids = pd.read_csv(workdir / "docs" / "RESULTS_ml-100k_grids.csv")
+    assert set(grids["method"]) == {"sasrec", "popsteer", "ipr", "fair", "pct", "random"}
+    assert (grids.groupby(["method", "split"])["picked"].sum() == 1).all()
+    assert not any(p.name.endswith(".tmp") for p in (workdir / "docs").iterdir())  # atomic writes left nothing
+
+
+def test_picks_follow_the_validation_rule(workdir, report):
+    from popsteer.baselines.tuning import pick_with_fallback
+
+    _, text = report
+    grids = pd.read_csv(workdir / "docs" / "RESULTS_ml-100k_grids.csv")
+    valid = grids[grids.split == "valid"]
+    base = valid[valid.method == "sasrec"].iloc[0].to_dict()
+    notes = {r[0]: r[-1] for r in table_rows(text, "### Test results")}
+    for method, label in (("popsteer", "PopSteer (tuned)"), ("ipr", "IPR (tuned)"), ("fair", "FA\\*IR (tuned)"),
+                          ("pct", "PCT (tuned)"), ("random", "Random top-m (tuned)")):
+        rows = valid[valid.method == method].reset_index(drop=True)
+        idx, within = pick_with_fallback(rows.to_dict("records"), base)
+        assert rows["picked"].iloc[idx], method
+        ndcg_drop = float(re.findall(r"([+-][\d.]+)%", notes[label])[1]) / 100
+        assert ndcg_drop == pytest.approx((base["ndcg@10"] - rows["ndcg@10"].iloc[idx]) / base["ndcg@10"], abs=1e-3)
+        assert within == (not notes[label].endswith("†"))
+        if within:
+            assert ndcg_drop <= 0.05 + 1e-3
+
+
+def test_neurons_and_fidelity_sections(report):
+    _, text = report
+    neurons = table_rows(text, "(H/M/T: head/mid/tail):")
+    assert len(neurons) == 10
+    mags = [abs(float(r[2])) for r in neurons]
+    assert mags == sorted(mags, reverse=True)
+    assert all(len(re.findall(r"\((H|M|T)\)", r[4])) == 5 for r in neurons)
+    assert any(re.search(r"[A-Za-z]{3}", r[4]) for r in neurons)  # titles from ml-100k.item, not bare ids
+    assert "KS distance, \\|d\\|" in text and "No authors'" not in text
+
+
+def test_mlflow_run_logged(workdir, report):
+    out, _ = report
+    assert out["mlflow_run"]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    run = mlflow.get_run(out["mlflow_run"])
+    assert {"ml-100k/popsteer_tuned/ndcg_at_10", "ml-100k/fa_ir_tuned/gini_at_10"} <= set(run.data.metrics)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(out["mlflow_run"])}
+    assert {"RESULTS.md", "RESULTS_ml-100k_tradeoff.png", "RESULTS_ml-100k_grids.csv"} <= names
+
+
+def test_report_refuses_a_recommender_checkpoint(workdir, sasrec_ckpt):
+    proc = run_cli(["report", "-p", str(sasrec_ckpt), "--out", "docs/bad.md", "--tiny"], workdir, seed=False)
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1, proc.stderr[-2000:]
+    assert not (workdir / "docs" / "bad.md").exists()
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_fidelity_compares_distributions_and_recorded_metrics(tmp_path):
+    from popsteer.report import compare_d, fidelity
+
+    d = np.random.default_rng(1).normal(size=500)
+    same = compare_d(d, d)
+    assert same["KS distance, d"] == 0 and same["Pearson, |d| quantiles"] == pytest.approx(1.0)
+    assert compare_d(d, 3 * d + 5)["KS distance, d"] > 0.5
+    folder = tmp_path / "ml-1m" / "reference"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"cohen_d": d[::-1]}).to_csv(folder / "popsteer_cohens_d.csv.gz")
+    valid = {"ndcg@10": 0.12, "gini@10": 0.75, "lt_coverage@10": 0.5, "ndcg_head@10": 0.18,
+             "ndcg_mid@10": 0.12, "ndcg_tail@10": 0.06}
+    f = fidelity("ml-1m", d, tmp_path, valid)
+    assert f["agreement"]["KS distance, |d|"] < 0.005  # same values (up to CSV rounding), other neuron order
+    assert f["valid"].loc["ndcg@10", "authors' SASRec"] == 0.1212
+    assert fidelity("lastfm", d, tmp_path, valid)["summary"] is None
+
+
+def test_pareto_front_and_dominance():
+    from popsteer.report import dominated_share, pareto_front
+
+    gini = np.array([0.5, 0.6, 0.55, 0.7, 0.65])
+    ndcg = np.array([0.08, 0.10, 0.07, 0.11, 0.09])
+    assert pareto_front(gini, ndcg).tolist() == [0, 1, 3]
+    rows = [{"gini@10": g, "ndcg@10": n} for g, n in zip(gini, ndcg)]
+    assert dominated_share(rows, rows) == pytest.approx(2 / 5)
