@@ -108,10 +108,12 @@ class EvaluatorPool:
                  max_restarts: int = 3, max_task_retries: int = 3) -> None:
         import ray
 
-        refs = [ray.put(a) for a in (item_emb, x_valid, x_test)]
+        # Every constructor argument is put once and referenced for the pool's lifetime: a restarted
+        # actor re-runs __init__ with the same arguments, which must still be in the object store.
+        self._refs = [ray.put(a) for a in (item_emb, x_valid, x_test, evaluators, saes)]
         actor_cls = ray.remote(GridEvaluator).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
                                                       max_task_retries=max_task_retries)
-        self.actors = [actor_cls.remote(*refs, evaluators, saes, swap_sigma) for _ in range(size)]
+        self.actors = [actor_cls.remote(*self._refs, swap_sigma) for _ in range(size)]
         self.pids_seen: set[int] = set()
         self.resubmitted = 0
 
