@@ -44,3 +44,15 @@ def small_sasrec(ml100k_small, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "SASRec-test-ml-100k.safetensors"
     save_recommender(path, model, ml100k_small, hp, None)
     return model, path
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A connection to the running Ray head (platform tests), closed after the module."""
+    import ray
+
+    from platform_util import connect_ray
+
+    connect_ray()
+    yield
+    ray.shutdown()

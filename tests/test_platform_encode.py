@@ -8,18 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from platform_util import connect_ray, ray_unavailable, requires
+from platform_util import ray_unavailable, requires
 
 pytestmark = requires(ray_unavailable())
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    connect_ray()
-    yield
-    ray.shutdown()
 
 
 def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_sasrec, tmp_path_factory):

@@ -11,18 +11,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from platform_util import connect_ray, ray_unavailable, requires
+from platform_util import ray_unavailable, requires
 
 pytestmark = requires(ray_unavailable())
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    connect_ray()
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
