@@ -25,9 +25,9 @@ from popsteer.platform.sweep import STAGES, SweepInterrupted, run_sweep  # noqa:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from popsteer.cli import setup_logging
+    from popsteer.cli import _Parser, setup_logging
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="cluster/job.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", help="sweep files, run in order")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override keys of every sweep file (e.g. storage=/shared/sweeps)")

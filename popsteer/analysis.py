@@ -12,6 +12,7 @@ import torch
 
 from popsteer.data import SequenceData
 from popsteer.popularity import PopularityGroups
+from popsteer.progress import batches
 
 
 def profile_lengths(data: SequenceData) -> np.ndarray:
@@ -65,12 +66,12 @@ class RunningMoments:
 
 
 def preactivation_stats(sasrec: torch.nn.Module, sae: torch.nn.Module, seqs: np.ndarray, lengths: np.ndarray,
-                        batch_size: int = 4096) -> GroupStats:
+                        batch_size: int = 4096, desc: str = "profiles") -> GroupStats:
     """Mean and population SD of the SAE pre-activations h over the given profiles."""
     moments = RunningMoments(sae.W_enc.shape[0])
     sasrec.eval()
     with torch.no_grad():
-        for s in range(0, len(seqs), batch_size):
+        for s in batches(len(seqs), batch_size, desc=desc):
             x = sasrec.forward(torch.as_tensor(seqs[s : s + batch_size]), torch.as_tensor(lengths[s : s + batch_size]))
             moments.update(sae.preact(x))  # (B, n)
     return moments.result()
@@ -90,9 +91,10 @@ def analyze_neurons(sasrec: torch.nn.Module, sae: torch.nn.Module, data: Sequenc
     groups = PopularityGroups.from_counts(data.train_target_counts())
     lengths = profile_lengths(data)
     popular, unpopular = np.flatnonzero(groups.head), np.flatnonzero(groups.tail)
-    pop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, popular, data.max_len, seed), lengths, batch_size)
+    pop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, popular, data.max_len, seed), lengths, batch_size,
+                              "analysis: popular profiles")
     unpop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, unpopular, data.max_len, seed + 1), lengths,
-                                batch_size)
+                                batch_size, "analysis: unpopular profiles")
     return cohens_d(pop, unpop), pop, unpop
 
 
@@ -104,7 +106,7 @@ def top_items_per_neuron(sasrec: torch.nn.Module, sae: torch.nn.Module, data: Se
     seqs[:, 0] = items
     acts = []
     with torch.no_grad():
-        for s in range(0, len(items), batch_size):
+        for s in batches(len(items), batch_size, desc="analysis: one-item profiles"):
             x = sasrec.forward(seqs[s : s + batch_size], torch.ones(len(seqs[s : s + batch_size]), dtype=torch.long))
             acts.append(sae.preact(x))
     h = torch.cat(acts)  # (n_items - 1, n)

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from popsteer.errors import PopSteerError
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The errno of an OSError, or of a Rust I/O error (safetensors) that says ``(os error N)``."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
+
+
+def _disk_full(path: Path, exc: BaseException) -> PopSteerError | None:
+    """A one-line error for a write that ran out of space (ENOSPC, EFBIG, EDQUOT), else None."""
+    code = os_errno(exc)
+    if code not in DISK_FULL:
+        return None
+    return PopSteerError(f"cannot write {path}: {os.strerror(code)} (errno {code}); "
+                         "the previous file, if any, is unchanged")
 
 
 @contextlib.contextmanager
@@ -14,11 +37,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched,
-    so a reader never sees a half-written artifact.
+    so a reader never sees a half-written artifact. Running out of space (a full disk, a
+    quota, a file size limit) becomes a PopSteerError naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        full = _disk_full(path, exc)
+        if full is not None:
+            raise full from exc
+        raise
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -29,8 +59,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        full = _disk_full(path, exc)
+        if full is not None:
+            raise full from exc
         raise
 
 

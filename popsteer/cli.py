@@ -137,6 +137,31 @@ def add_report(sub) -> None:
     _common(p)
 
 
+def add_status(sub) -> None:
+    p = sub.add_parser("status", help="list a dataset's checkpoints, reports and last sweep")
+    p.add_argument("--dataset", default=None, help="only this dataset (default: all)")
+    _common(p)
+
+
+def status(args: argparse.Namespace) -> None:
+    from popsteer.status import status_text
+
+    print(status_text(args.dataset, args.data_dir, args.out_dir))
+
+
+def add_mlflow(sub) -> None:
+    p = sub.add_parser("mlflow", help="MLflow utilities")
+    msub = p.add_subparsers(dest="mlflow_cmd", required=True, parser_class=_Parser)
+    s = msub.add_parser("sync", help="replay the MLflow journal a sweep wrote while its tracking server was down")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--journal", default=None, help="a journal: <experiment>/mlflow_journal or its journal.jsonl")
+    where.add_argument("--dir", default=None,
+                       help="a sweep's experiment folder (or any folder above): every journal under it")
+    s.add_argument("--tracking-uri", dest="tracking_uri", default=None,
+                   help="the server to replay into (default: the one the sweep used)")
+    s.add_argument("-v", "--verbose", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="popsteer", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -146,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_pipeline(sub)
     add_report(sub)
+    add_status(sub)
+    add_mlflow(sub)
     return parser
 
 
@@ -168,6 +195,8 @@ def dispatch(args: argparse.Namespace) -> int:
         "import-checkpoint": steps.import_checkpoint,
         "data": steps.data,
         "pipeline": steps.pipeline,
+        "status": status,
+        "mlflow": lambda a: __import__("popsteer.platform.journal", fromlist=["sync_step"]).sync_step(a),  # lazy: ray
         "report": lambda a: __import__("popsteer.report", fromlist=["report_step"]).report_step(a),  # lazy: matplotlib
     }
     result = handlers[args.cmd](args)

@@ -56,6 +56,8 @@ class TrainConfig:
                 raise PopSteerError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise PopSteerError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise PopSteerError(f"time_budget_min must be > 0 minutes, got {self.time_budget_min}")
 
 
 def to_dict(cfg) -> dict:

@@ -78,6 +78,7 @@ def read_atomic_inter(path: Path) -> pd.DataFrame:
     missing = [c for c in ("user_id", "item_id", "timestamp") if c not in names]
     if missing:
         raise PopSteerError(f"{path}: header lacks column(s) {', '.join(missing)} (got {header})")
+    _check_last_line(path, len(header))
     cols = [names["user_id"], names["item_id"], names["timestamp"]]
     try:
         frame = pd.read_csv(
@@ -92,9 +93,33 @@ def read_atomic_inter(path: Path) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
         raise PopSteerError(f"{path}: non-numeric timestamp {frame['timestamp'].iloc[row - 2]!r} on line {row}")
+    cut = ts.isna() & frame["user"].notna() & frame["item"].notna()
+    if cut.any():
+        row = int(np.flatnonzero(cut.to_numpy())[0]) + 2
+        raise PopSteerError(f"{path}: line {row} has no timestamp (truncated or malformed row)")
     frame["timestamp"] = ts.astype(np.float64)
     frame = frame.dropna(subset=["user", "item"])  # RecBole drops rows without user or item
     return frame
+
+
+def _check_last_line(path: Path, n_fields: int) -> None:
+    """Refuse a plain ``.inter`` cut mid-line: no final newline and fewer fields than the header.
+
+    (A cut ``.gz`` lacks its end-of-stream marker, which reading reports.)
+    """
+    if path.suffix == ".gz":
+        return
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 65536))
+        tail = fh.read()
+    if not tail or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    got = last.count(b"\t") + 1
+    if got < n_fields:
+        text = last[:60].decode("utf-8", "replace")
+        raise PopSteerError(f"{path} is truncated: its last line {text!r} has {got} of the header's {n_fields} fields")
 
 
 def kcore(frame: pd.DataFrame, k_user: int, k_item: int) -> pd.DataFrame:

@@ -19,11 +19,10 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from tqdm.auto import tqdm
-
 from popsteer.atomic import atomic_path
 from popsteer.data import DATASETS, EMBEDDED, find_inter_file
 from popsteer.errors import PopSteerError
+from popsteer.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def download(url: str, dest: Path) -> int:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp, open(dest, "wb") as out:
             size = int(resp.headers.get("Content-Length") or 0) or None
-            bar = tqdm(total=size, unit="B", unit_scale=True, desc="ml-1m.zip", disable=None) if size else None
+            bar = progress(total=size, unit="B", unit_scale=True, desc="ml-1m.zip") if size else None
             got = 0
             while block := resp.read(CHUNK):
                 out.write(block)

@@ -2,7 +2,9 @@
 validation-tuned pick (METHOD.md section 4).
 
 Users are encoded once; the SAE pre-activations h (U, n) are cached; a grid point is a
-cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table.
+cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table. Every point is
+evaluated on a small chunk of users before the next chunk, so the working set stays in
+cache and h is read once per chunk, not once per point.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from popsteer.evaluate import Evaluator
-from popsteer.steering import NeuronScores, steered_reconstruction, steering_delta
+from popsteer.progress import progress
+from popsteer.steering import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,35 @@ def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[Gri
 
 
 def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
-                  scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False) -> list[dict]:
-    """One metric row per grid point. h: (U, n) cached pre-activations of the split's users."""
-    rows = []
-    for p in tqdm(points, desc="steering grid", leave=False, disable=None):
-        x_hat = steered_reconstruction(sae, h, steering_delta(scores, p.num_neurons, p.alpha, swap_sigma))
-        rows.append({"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator(x_hat, item_emb)})
-    return rows
+                  scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False,
+                  user_chunk: int = 256) -> list[dict]:
+    """One metric row per grid point. h: (U, n) cached pre-activations of the split's users.
+
+    Batched: users are taken ``user_chunk`` at a time and every grid point is evaluated on
+    the chunk before moving on, so the chunk's pre-activations, codes, reconstructions and
+    item scores stay in cache; only each point's (U, k) top-k lists are kept. The result is
+    exactly ``evaluate_point`` for every point (same ops per row, in the same order).
+    """
+    if not points:
+        return []
+    deltas = torch.stack([steering_delta(scores, p.num_neurons, p.alpha, swap_sigma) for p in points])  # (P, n)
+    n_users, k = h.shape[0], evaluator.k
+    topk = np.empty((len(points), n_users, k), dtype=np.int32)  # (P, U, k) item ids
+    with torch.no_grad():
+        for s in progress(range(0, n_users, user_chunk), desc="steering grid", unit="chunk", leave=False):
+            hc = h[s : s + user_chunk]  # (C, n)
+            for i, delta in enumerate(deltas):
+                x_hat = sae.decode(sae.encode(steer_preactivations(hc, delta)))  # (C, d)
+                topk[i, s : s + user_chunk] = evaluator.topk(x_hat, item_emb)
+    return [{"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator.metrics_of_topk(topk[i])}
+            for i, p in enumerate(points)]
+
+
+def evaluate_point(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
+                   scores: NeuronScores, point: GridPoint, swap_sigma: bool = False) -> dict:
+    """One grid point the straightforward way: reconstruct every user, then score (the reference)."""
+    x_hat = steered_reconstruction(sae, h, steering_delta(scores, point.num_neurons, point.alpha, swap_sigma))
+    return {"num_neurons": point.num_neurons, "alpha": point.alpha, **evaluator(x_hat, item_emb)}
 
 
 def tradeoff(row: dict, base: dict, k: int = 10) -> tuple[float, float]:

@@ -14,13 +14,12 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 from popsteer import checkpoint
 from popsteer.config import SASRecConfig, TrainConfig
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.evaluate import Evaluator
+from popsteer.progress import progress
 from popsteer.recbole_adapter import build_sasrec, sequence_output
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def encode_prefixes(model: torch.nn.Module, data: SequenceData, stride: int = 10
     model.train(train_mode)
     out = []
     with torch.no_grad():
-        for s in range(0, len(inputs), batch_size):
+        for s in progress(range(0, len(inputs), batch_size), desc="encode prefixes", unit="batch", leave=False):
             seq_out = sequence_output(model, torch.as_tensor(inputs[s : s + batch_size]))  # (B, L, d)
             out.append(seq_out[torch.as_tensor(targets[s : s + batch_size]) > 0])  # (P_b, d)
     model.train(was_training)
@@ -106,11 +105,12 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
     t_start = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    bar = progress(range(cfg.epochs), desc="SASRec", unit="epoch")  # ETA: to the epoch limit (early stop may end sooner)
+    for epoch in bar:
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
         batches = _window_batches(targets_np, cfg.batch_size, gen)
-        for idx in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None):
+        for idx in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             loss = allpos_loss(model, inputs[idx], targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -126,6 +126,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
                 bad += 1
         row["elapsed_minutes"] = (time.perf_counter() - t_start) / 60
         history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", best_ndcg=f"{best:.4f}")
         log.info("epoch %d loss %.4f valid ndcg@10 %s (%.1fs)", epoch, row["train_loss"],
                  f"{row.get('valid_ndcg@10', float('nan')):.4f}", row["train_seconds"])
         if on_epoch:
@@ -136,6 +137,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
         if cfg.time_budget_min is not None and row["elapsed_minutes"] >= cfg.time_budget_min:
             log.info("time budget of %.1f min reached at epoch %d", cfg.time_budget_min, epoch)
             break
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     return model, history
@@ -154,7 +156,7 @@ def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
         model = pipe.new_model()
         trainer = pipe.trainer(model)
         best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
-        for epoch in range(cfg.epochs):
+        for epoch in progress(range(cfg.epochs), desc="SASRec (RecBole)", unit="epoch"):
             t0 = time.perf_counter()
             loss = pipe.train_epoch(trainer, epoch)
             row = {"epoch": epoch, "train_loss": loss / max(len(pipe.train_data), 1),

@@ -32,7 +32,8 @@ from popsteer.data import EMBEDDED, SequenceData, embedded_data_dir
 from popsteer.errors import PopSteerError
 from popsteer.grid import DEFAULT_ALPHAS, DEFAULT_NS, evaluate_grid, grid_points, tradeoff
 from popsteer.popularity import PopularityGroups
-from popsteer.sae_steps import SplitCache, load_neuron_scores, load_sae_context, report_dir
+from popsteer import checkpoint
+from popsteer.sae_steps import SplitCache, analysis_dir, load_neuron_scores, load_sae_context
 from popsteer.steering import steered_reconstruction, steering_delta
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,14 @@ def evaluate_dataset(checkpoint_path: str, args: argparse.Namespace) -> dict:
         methods[b.name]["describe"] = b.describe(methods[b.name]["params"])
     methods["popsteer"]["describe"] = f"N={params[idx]['num_neurons']}, α={params[idx]['alpha']:g}"
     groups = valid.evaluator.groups
+    imported = checkpoint.read_meta(meta["base_checkpoint"]).get("imported_from") is not None
     return {"dataset": data.name, "checkpoint": str(checkpoint_path), "meta": meta, "n_latents": n_latents,
+            "sasrec_origin": "authors" if imported else "popsteer",
+            "title": f"{data.name}, " + ("the authors' SASRec (imported)" if imported else "SASRec trained by PopSteer"),
+            "slug": data.name + ("-authors" if imported else ""),
             "defaults": {"num_neurons": n0, "alpha": a0}, "base_valid": base_valid, "base_test": base_test,
             "default_test": default_test, "methods": methods, "d": scores.d,
-            "neurons": top_neurons(data, args.data_dir, groups, scores.d, shared_dir(args)),
+            "neurons": top_neurons(data, args.data_dir, groups, scores.d, shared_dir(args), checkpoint_path),
             "fidelity": fidelity(data.name, scores.d, shared_dir(args), base_valid["sasrec"])}
 
 
@@ -146,10 +151,10 @@ def item_titles(data: SequenceData, data_dir: str | Path, shared: Path) -> np.nd
 
 
 def top_neurons(data: SequenceData, data_dir: str | Path, groups: PopularityGroups, d: np.ndarray, shared: Path,
-                n_top: int = 10, n_items: int = 5) -> pd.DataFrame:
+                sae_path: str | Path, n_top: int = 10, n_items: int = 5) -> pd.DataFrame:
     """The n_top neurons by |d| with the items whose one-item profile activates each most."""
     order = np.argsort(-np.abs(d), kind="stable")[:n_top]
-    path = report_dir(data_dir, data.name) / "neuron_top_items.csv"
+    path = analysis_dir(data_dir, data.name, sae_path) / "neuron_top_items.csv"
     try:
         items = pd.read_csv(path)
     except (OSError, ValueError) as exc:
@@ -206,7 +211,7 @@ def fidelity(dataset: str, d: np.ndarray, shared: Path, valid_sasrec: dict) -> d
                    agreement=compare_d(d, theirs))
     if dataset in REFERENCE_VALID:
         ref = REFERENCE_VALID[dataset]
-        out["valid"] = pd.DataFrame({"SASRec (ours)": {k: valid_sasrec[k] for k in ref}, "authors' SASRec": ref})
+        out["valid"] = pd.DataFrame({"this SASRec": {k: valid_sasrec[k] for k in ref}, "authors' recorded": ref})
     return out
 
 
@@ -275,7 +280,7 @@ def closing_note(results: list[dict]) -> list[str]:
            "method's validation pick (the per-dataset summaries give the margins and the grid dominance).", ""]
     for res in results:
         won, lost = beaten_baselines(res)
-        line = f"- **{res['dataset']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost)} baselines"
+        line = f"- **{res['title']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost)} baselines"
         line += f" ({', '.join(map(md, won))})" if won else ""
         line += f"; it does not beat {', '.join(map(md, lost))}." if lost else "."
         out.append(line)
@@ -312,7 +317,7 @@ def plot_tradeoff(res: dict, path: Path) -> None:
         ax.axhline(0.95 * base["ndcg@10"], ls="--", lw=0.8, color="grey", label="SASRec NDCG −5%")
         ax.set_xlabel("Gini@10 (lower: exposure spread more evenly)")
         ax.set_ylabel("NDCG@10")
-        ax.set_title(f"{res['dataset']}, {split} split")
+        ax.set_title(f"{res['title']}, {split} split")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -376,7 +381,7 @@ def sweep_table(res: dict, fixed: str, value: float, vary: str) -> str:
 def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
     meta, d = res["meta"], res["defaults"]
     pick = res["methods"]["popsteer"]["params"]
-    out = [f"## {res['dataset']}", "",
+    out = [f"## {res['title']}", "",
            f"SAE `{Path(res['checkpoint']).name}` (K={meta['sae']['k']}, scale {meta['sae']['scale']}, "
            f"{res['n_latents']} neurons) on SASRec `{Path(meta['base_checkpoint']).name}`. "
            f"Test split; every tuned method picked on validation by the rule of METHOD.md section 4 "
@@ -388,7 +393,7 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
     out += ["", "“valid Gini↓ / NDCG↓”: relative drops of the picked point against SASRec on validation. "
             "† no grid point kept the NDCG drop within 5%: the point with the smallest drop is shown.", "",
             "### Accuracy-fairness trade-off", "",
-            f"![NDCG@10 vs Gini@10 on {res['dataset']}]({figure.name})", "",
+            f"![NDCG@10 vs Gini@10 on {res['title']}]({figure.name})", "",
             "Each method's grid (faint points), its Pareto front (line) and its validation pick (ringed); the star "
             f"is SASRec, the diamond PopSteer at the defaults. Every grid point: `{grids_csv.name}`.", "",
             "### PopSteer sweeps", "",
@@ -463,7 +468,7 @@ def log_to_mlflow(files: list[Path], results: list[dict]) -> str | None:
             for key in METRIC_KEYS:
                 if math.isfinite(values[key]):
                     slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-                    metrics[f"{res['dataset']}/{slug}/{key.replace('@', '_at_')}"] = float(values[key])
+                    metrics[f"{res['slug']}/{slug}/{key.replace('@', '_at_')}"] = float(values[key])
     try:
         with mlflow.start_run(run_name="popsteer-report") as run:
             for path in files:
@@ -481,13 +486,13 @@ def report_step(args: argparse.Namespace) -> dict:
     results, files = [], [out]
     for path in paths:
         res = evaluate_dataset(path, args)
-        if any(r["dataset"] == res["dataset"] for r in results):
-            raise PopSteerError(f"two SAE checkpoints of dataset '{res['dataset']}': give one per dataset")
+        if any(r["slug"] == res["slug"] for r in results):
+            raise PopSteerError(f"two SAE checkpoints for '{res['title']}': give one per dataset and SASRec origin")
         results.append(res)
     sections = []
     for res in results:
-        figure = out.parent / f"{out.stem}_{res['dataset']}_tradeoff.png"
-        grids = out.parent / f"{out.stem}_{res['dataset']}_grids.csv"
+        figure = out.parent / f"{out.stem}_{res['slug']}_tradeoff.png"
+        grids = out.parent / f"{out.stem}_{res['slug']}_grids.csv"
         plot_tradeoff(res, figure)
         write_csv(grids, grid_frame(res), index=False)
         files += [figure, grids]
@@ -505,5 +510,5 @@ def report_step(args: argparse.Namespace) -> dict:
     log.info("wrote %s and %d figure(s)", out, len(results))
     run_id = log_to_mlflow(files, results) if args.mlflow else None
     return {"report": str(out), "files": [str(f) for f in files[1:]], "mlflow_run": run_id,
-            "datasets": {r["dataset"]: {label: {k: v[k] for k in ("ndcg@10", "gini@10")}
+            "datasets": {r["slug"]: {label: {k: v[k] for k in ("ndcg@10", "gini@10")}
                                         for label, _, v, _ in main_rows(r)} for r in results}}

@@ -64,6 +64,8 @@ class SAEConfig:
             raise PopSteerError(f"SAE aux_k must be >= 1 or None (2 * d), got {self.aux_k}")
         if self.decode not in ("dense", "sparse"):
             raise PopSteerError(f"unknown SAE decode '{self.decode}': choose dense or sparse")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise PopSteerError(f"SAE time_budget_min must be > 0 minutes, got {self.time_budget_min}")
 
     def hidden(self, d: int) -> int:
         """Hidden width n for input width d, checking that k fits."""

@@ -22,9 +22,10 @@ from popsteer.errors import PopSteerError
 from popsteer.evaluate import Evaluator
 from popsteer.grid import evaluate_grid, grid_points, pick_point, tradeoff
 from popsteer.recommender import encode_prefixes, encode_users, load_recommender
+from popsteer.safepaths import base_roots, check_inside
 from popsteer.sae import SAEConfig, TopKSAE
 from popsteer.sae_train import sae_report, train_sae
-from popsteer.steering import NeuronScores, steered_reconstruction, steering_delta
+from popsteer.steering import NeuronScores, check_strength, steered_reconstruction, steering_delta
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def load_sae(path: str | Path) -> tuple[TopKSAE, dict]:
 def load_sae_context(args: argparse.Namespace):
     """The SAE, its base SASRec (checked by hash) and the dataset they belong to."""
     sae, meta = load_sae(args.pretrained_path)
-    base = Path(meta["base_checkpoint"])
+    roots = [*base_roots(), Path(args.pretrained_path).resolve().parent, args.data_dir, getattr(args, "out_dir", None)]
+    base = check_inside("base_checkpoint", meta["base_checkpoint"], [r for r in roots if r], str(args.pretrained_path))
     if not base.exists():
         raise PopSteerError(f"the SAE's base recommender {base} is missing")
     if checkpoint.file_sha256(base) != meta["base_sha256"]:
@@ -61,7 +63,19 @@ def load_sae_context(args: argparse.Namespace):
 
 
 def report_dir(data_dir: str | Path, dataset: str) -> Path:
+    """The seed's analysis folder of a dataset (the latest analysed SAE's CSVs)."""
     return Path(data_dir) / dataset
+
+
+def sae_analysis_dir(data_dir: str | Path, dataset: str, sae_path: str | Path) -> Path:
+    """The analysis folder kept per SAE, so several SAEs of one dataset can be compared."""
+    return report_dir(data_dir, dataset) / "analysis" / Path(sae_path).stem
+
+
+def analysis_dir(data_dir: str | Path, dataset: str, sae_path: str | Path) -> Path:
+    """Where this SAE's analysis is: its own folder when present, else the seed's folder."""
+    own = sae_analysis_dir(data_dir, dataset, sae_path)
+    return own if (own / "analysis.json").exists() else report_dir(data_dir, dataset)
 
 
 # ------------------------------------------------------------------ step 2: SAE
@@ -76,6 +90,8 @@ def training_representations(sasrec, data: SequenceData, train_mode: bool = Fals
 
 
 def train_sae_step(args: argparse.Namespace) -> dict:
+    if getattr(args, "prefix_stride", 10) < 1:
+        raise PopSteerError(f"--prefix-stride must be >= 1, got {args.prefix_stride}")
     base = Path(args.pretrained_path)
     sasrec_meta = checkpoint.read_meta(base)
     if sasrec_meta.get("kind") != "sasrec":
@@ -119,16 +135,18 @@ ANALYSIS_FILES = ("cohens_d.csv", "row_stats_popular.csv", "row_stats_unpopular.
 def analyze_step(args: argparse.Namespace) -> dict:
     sae, meta, sasrec, data = load_sae_context(args)
     d, pop, unpop = analyze_neurons(sasrec, sae, data, seed=args.seed)
-    out = report_dir(args.data_dir, data.name)
-    write_csv(out / "cohens_d.csv", pd.DataFrame({"cohen_d": d}))
-    write_csv(out / "row_stats_popular.csv", pop.frame())
-    write_csv(out / "row_stats_unpopular.csv", unpop.frame())
-    write_csv(out / "neuron_top_items.csv", top_items_per_neuron(sasrec, sae, data), index=False)
     summary = {"sae_checkpoint": str(Path(args.pretrained_path).resolve()),
                "sae_sha256": checkpoint.file_sha256(args.pretrained_path),
                "n_neurons": int(len(d)), "n_positive": int((d > 0).sum()),
                "median_abs_d": float(np.median(np.abs(d))), "profiles_per_group": pop.count, "seed": args.seed}
-    write_text(out / "analysis.json", json.dumps(summary, indent=2))
+    top_items = top_items_per_neuron(sasrec, sae, data)
+    out = report_dir(args.data_dir, data.name)
+    for folder in (sae_analysis_dir(args.data_dir, data.name, args.pretrained_path), out):
+        write_csv(folder / "cohens_d.csv", pd.DataFrame({"cohen_d": d}))
+        write_csv(folder / "row_stats_popular.csv", pop.frame())
+        write_csv(folder / "row_stats_unpopular.csv", unpop.frame())
+        write_csv(folder / "neuron_top_items.csv", top_items, index=False)
+        write_text(folder / "analysis.json", json.dumps(summary, indent=2))  # last: marks the folder complete
     log.info("Cohen's d: %d of %d neurons > 0, median |d| %.3f; reports in %s",
              summary["n_positive"], len(d), summary["median_abs_d"], out)
     return {**summary, "reports": [str(out / f) for f in (*ANALYSIS_FILES, "neuron_top_items.csv")]}
@@ -136,7 +154,7 @@ def analyze_step(args: argparse.Namespace) -> dict:
 
 def load_neuron_scores(args: argparse.Namespace, dataset: str, n: int) -> NeuronScores:
     """The analysis CSVs of this SAE (checked by hash in analysis.json)."""
-    folder = report_dir(args.data_dir, dataset)
+    folder = analysis_dir(args.data_dir, dataset, args.pretrained_path)
     summary_path = folder / "analysis.json"
     if not summary_path.exists():
         raise PopSteerError(f"no neuron analysis in {folder}: run --analyze_neurons -p {args.pretrained_path} first")
@@ -176,6 +194,7 @@ class SplitCache:
 
 
 def steer_step(args: argparse.Namespace) -> dict:
+    check_strength(args.num_neurons, args.alpha)
     sae, meta, sasrec, data = load_sae_context(args)
     scores = load_neuron_scores(args, data.name, meta["n_latents"])
     delta = steering_delta(scores, args.num_neurons, args.alpha, args.swap_sigma)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from popsteer.errors import PopSteerError
+from popsteer.progress import progress
 from popsteer.sae import SAEConfig, TopKSAE
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def train_sae(
     best_score, best_epoch, best_state, stale = -math.inf, 0, None, 0
     history: list[dict] = []
     logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, len(x_train), len(x_valid))
-    bar = tqdm(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch", disable=None)
+    bar = progress(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch")  # ETA to max_epochs (early stop may end sooner)
     t_begin = time.perf_counter()
     for epoch in bar:
         start = time.perf_counter()

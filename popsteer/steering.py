@@ -26,6 +26,17 @@ class NeuronScores:
     sigma_unpop: np.ndarray
 
 
+def check_strength(num_neurons: int, alpha: float) -> None:
+    """The user's N and alpha, before anything is loaded: N >= 1, alpha finite and >= 0.
+
+    (N <= the SAE's width is checked by ``steering_weights`` once the width is known.)
+    """
+    if num_neurons < 1:
+        raise PopSteerError(f"num_neurons must be >= 1 (the number of steered neurons), got {num_neurons}")
+    if not (alpha >= 0 and np.isfinite(alpha)):
+        raise PopSteerError(f"alpha must be a finite number >= 0, got {alpha}")
+
+
 def steering_weights(d: np.ndarray, num_neurons: int, alpha: float) -> np.ndarray:
     """Eq. 3: weights of the top-N neurons by |d|, zero elsewhere. Shape (n,)."""
     n = len(d)

@@ -93,8 +93,20 @@ def tune_steering(args: argparse.Namespace) -> dict:
     return tune_step(args)
 
 
+def _check_pipeline_flags(args: argparse.Namespace) -> None:
+    """Refuse bad SAE / steering flags before hours of SASRec training, not after."""
+    from popsteer.sae import SAEConfig
+    from popsteer.steering import check_strength
+
+    hp = SASRecConfig(**(SMALL_SASREC if args.small else {}))
+    cfg = SAEConfig(k=args.top_k, scale=args.scale, max_epochs=args.sae_epochs, min_epochs=min(50, args.sae_epochs))
+    cfg.hidden(hp.hidden_size)
+    check_strength(args.num_neurons, args.alpha)
+
+
 def pipeline(args: argparse.Namespace) -> dict:
     """The whole seed pipeline on one dataset: SASRec -> SAE -> analysis -> steering -> tuned steering."""
+    _check_pipeline_flags(args)
     common = {"data_dir": args.data_dir, "out_dir": args.out_dir, "verbose": args.verbose}
     rec = train_recommender(argparse.Namespace(
         dataset=args.dataset, trainer="allpos", epochs=args.epochs, learning_rate=1e-3, batch_size=4096,

@@ -18,6 +18,16 @@ def shared_dataset(name: str, filename: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def allowed_tmp_roots(tmp_path_factory):
+    """Sweep files written by tests name paths under pytest's temporary folder: allow it."""
+    base = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as mp:
+        old = os.environ.get("POPSTEER_ALLOWED_ROOTS")
+        mp.setenv("POPSTEER_ALLOWED_ROOTS", os.pathsep.join(filter(None, [old, base])))
+        yield base
+
+
 @pytest.fixture(scope="session")
 def ml100k_small():
     """ml-100k loaded with max length 20 (the CI-sized SASRec's)."""

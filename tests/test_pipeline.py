@@ -56,6 +56,27 @@ def test_analysis_reports(analysis):
     assert set(top["neuron"]) == set(range(256)) and (top["item_id"] > 0).all()
 
 
+def test_analysis_is_also_kept_per_sae(analysis, sae_ckpt):
+    """A second SAE analysed into the same data folder does not take the first one's analysis away."""
+    import argparse
+
+    from popsteer.sae_steps import analysis_dir, load_neuron_scores
+
+    own = analysis / "analysis" / sae_ckpt.stem
+    assert analysis_dir(analysis.parent, "ml-100k", sae_ckpt) == own
+    for name in ("cohens_d.csv", "row_stats_popular.csv", "row_stats_unpopular.csv", "neuron_top_items.csv"):
+        assert (own / name).read_bytes() == (analysis / name).read_bytes()
+    seed_summary = (analysis / "analysis.json").read_text()
+    try:  # the seed folder now describes another SAE
+        (analysis / "analysis.json").write_text(json.dumps({**json.loads(seed_summary), "sae_sha256": "0" * 64}))
+        args = argparse.Namespace(data_dir=str(analysis.parent), pretrained_path=str(sae_ckpt))
+        scores = load_neuron_scores(args, "ml-100k", 256)
+        d = pd.read_csv(own / "cohens_d.csv", index_col=0)["cohen_d"].to_numpy()
+        assert (scores.d == d).all()
+    finally:
+        (analysis / "analysis.json").write_text(seed_summary)
+
+
 def test_steering_defaults_shift_exposure_to_the_tail(workdir, sae_ckpt, analysis):
     proc = run_cli(["--test_popsteer", "-p", str(sae_ckpt), "--num_neurons", "256", "--alpha", "1.5"], workdir)
     assert proc.returncode == 0, proc.stderr[-2000:]

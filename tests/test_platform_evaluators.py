@@ -1,17 +1,20 @@
 """Evaluator actors score the steering grid exactly as the single-process ``evaluate_grid``,
-and a killed evaluator loses no grid point and duplicates none."""
+and a killed evaluator loses no grid point and duplicates none (killed from the pool's result
+hook, and its worker process killed from outside, found through the Ray state API, while the
+steering stage writes its table)."""
 
 from __future__ import annotations
 
 import math
 import os
 import signal
+import time
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from platform_util import ray_unavailable, requires
+from platform_util import dashboard_unavailable, ray_unavailable, requires, wait_for
 
 pytestmark = requires(ray_unavailable())
 
@@ -100,6 +103,68 @@ def test_killed_evaluator_loses_and_duplicates_no_point(ray_session, steering_se
     assert {(n, a) for _, n, a in keys} == {(p.num_neurons, p.alpha) for p in points}
     assert killed and killed[0] in first_pids and killed[0] not in later_pids  # the actor was restarted
     assert pool.pids_seen - first_pids or pool.resubmitted, "no point ran on the restarted evaluator"
+
+
+def _live_evaluator(job_id: str):
+    """A live GridEvaluator actor of this job whose worker pid is known, else None."""
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("job_id", "=", job_id), ("class_name", "=", "GridEvaluator"),
+                                 ("state", "=", "ALIVE")], raise_on_missing_output=False)
+    return next((a for a in alive if a.pid), None)
+
+
+def _interrupted_tasks(job_id: str, actor_id: str) -> list:
+    """The evaluate attempts on ``actor_id`` that failed or were retries (the kill's traces)."""
+    from ray.util.state import list_tasks
+
+    tasks = list_tasks(filters=[("job_id", "=", job_id), ("actor_id", "=", actor_id)], limit=10_000,
+                       raise_on_missing_output=False)
+    return [t for t in tasks if t.func_or_class_name == "GridEvaluator.evaluate"
+            and (t.state == "FAILED" or t.attempt_number > 0)]
+
+
+@requires(dashboard_unavailable())
+def test_evaluator_process_killed_mid_grid_table_has_each_point_once(ray_session, steering_setup, tmp_path):
+    import threading
+
+    import pandas as pd
+    import ray
+
+    from popsteer.grid import grid_points
+    from popsteer.platform.evaluators import SAEEntry
+    from popsteer.platform.spec import SteeringSpec
+    from popsteer.platform.stages import steering_stage
+
+    sae, path, scores, x, evaluators, item_emb = steering_setup
+    steering = SteeringSpec(ns=[8, 16, 32, 64, 128], alphas=[0.25 * i for i in range(1, 25)], evaluators=2)
+    points = grid_points(sae.n, steering.ns, steering.alphas)
+    outcome: dict = {}
+
+    def score_grid() -> None:
+        try:
+            outcome["result"] = steering_stage([SAEEntry("sae", str(path), scores)], {"sae": sae.n}, steering,
+                                               item_emb.numpy(), x["valid"].numpy(), x["test"].numpy(), evaluators,
+                                               tmp_path)
+        except BaseException as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    stage = threading.Thread(target=score_grid, daemon=True)
+    stage.start()
+    job_id = ray.get_runtime_context().get_job_id()
+    victim = wait_for(lambda: not stage.is_alive() or _live_evaluator(job_id), 180, "a live evaluator", 0.1)
+    time.sleep(0.3)  # scoring its first points; every point was submitted at the start, so its queue is full
+    assert stage.is_alive(), "the grid was done before the kill: give it more points"
+    os.kill(victim.pid, signal.SIGKILL)  # the worker process, mid-grid
+    stage.join(300)
+    assert not stage.is_alive() and "error" not in outcome, outcome.get("error")
+    table = pd.read_csv(tmp_path / "steering_grid.csv")
+    keys = list(zip(table["split"], table["num_neurons"], table["alpha"]))
+    assert len(keys) == len(set(keys)) == 2 * len(points)  # every point once: none missing, none twice
+    assert set(keys) == {(s, p.num_neurons, p.alpha) for s in ("valid", "test") for p in points}
+    assert outcome["result"]["rows"] == 2 * len(points)
+    # the kill hit work in flight or queued on that evaluator (Ray retried it, or the pool resubmitted it)
+    wait_for(lambda: _interrupted_tasks(job_id, victim.actor_id), 30, "a failed or retried evaluate task", 1.0)
 
 
 def test_analysis_from_encoded_profiles_equals_analyze_neurons(ray_session, steering_setup, ml100k_small,

@@ -75,7 +75,8 @@ def test_report_has_every_section(report):
     _, text = report
     positions = [text.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
-    assert "![NDCG@10 vs Gini@10 on ml-100k](RESULTS_ml-100k_tradeoff.png)" in text
+    assert "## ml-100k, SASRec trained by PopSteer" in text
+    assert "![NDCG@10 vs Gini@10 on ml-100k, SASRec trained by PopSteer](RESULTS_ml-100k_tradeoff.png)" in text
     assert "α sweep at N=" in text and "N sweep at α=1.5" in text
 
 
@@ -166,7 +167,7 @@ def test_fidelity_compares_distributions_and_recorded_metrics(tmp_path):
              "ndcg_mid@10": 0.12, "ndcg_tail@10": 0.06}
     f = fidelity("ml-1m", d, tmp_path, valid)
     assert f["agreement"]["KS distance, |d|"] < 0.005  # same values (up to CSV rounding), other neuron order
-    assert f["valid"].loc["ndcg@10", "authors' SASRec"] == 0.1212
+    assert f["valid"].loc["ndcg@10", "authors' recorded"] == 0.1212
     assert fidelity("lastfm", d, tmp_path, valid)["summary"] is None
 
 

@@ -15,6 +15,7 @@ from popsteer.baselines.common import Baseline, RerankContext, split_context
 from popsteer.data import SequenceData
 from popsteer.evaluate import Evaluator
 from popsteer.grid import pick_point, tradeoff
+from popsteer.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_siz
 def evaluate_baseline_grid(baseline: Baseline, split: ScoredSplit, grid: tuple[dict, ...] | None = None) -> list[dict]:
     """One metric row per grid point: ``{**params, **metrics}``."""
     return [{**params, **split.evaluator.metrics_of_topk(rerank_split(baseline, params, split))}
-            for params in (baseline.grid if grid is None else grid)]
+            for params in progress(baseline.grid if grid is None else grid, desc=f"{baseline.name} grid", unit="point",
+                                   leave=False)]
 
 
 def pick_with_fallback(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05) -> tuple[int, bool]:

@@ -5,12 +5,15 @@ inconsistent value raises PopSteerError naming the key and the file. ``--set a.b
 overrides (VALUE parsed as YAML) are applied before validation. Relative paths are resolved
 against ``$POPSTEER_ROOT`` when set, else the current directory: under ``ray job submit`` the
 current directory is the uploaded copy of the repository, so give results a lasting home
-with ``--set storage=/abs/path`` (or shared storage on a cluster).
+with ``--set storage=/abs/path`` (or shared storage on a cluster). Paths the file names must
+stay inside the project, ``data_dir``, ``storage`` or ``$POPSTEER_ALLOWED_ROOTS`` (symlinks
+resolved; see ``popsteer.safepaths``); ``--set`` values are the operator's and not checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -22,6 +25,7 @@ import yaml
 
 from popsteer.errors import PopSteerError
 from popsteer.grid import DEFAULT_ALPHAS, DEFAULT_NS
+from popsteer.safepaths import base_roots, check_inside, uri_path
 from popsteer.sae import SAEConfig
 
 EPOCH_METRICS = ("valid_loss", "valid_fvu", "valid_auxk", "train_loss", "train_fvu", "dead_fraction")
@@ -149,6 +153,10 @@ class MlflowSpec:
     experiment: str | None = None
     """MLflow experiment; default: the sweep's name."""
     enabled: bool = True
+    if_unreachable: Literal["fail", "journal"] = "fail"
+    """A tracking server that does not answer at the start: ``fail`` (one error line) or ``journal``
+    (run anyway, logging to <experiment>/mlflow_journal/ for ``popsteer mlflow sync``). A server
+    lost mid-sweep is always journaled: the sweep finishes either way."""
 
 
 @dataclass
@@ -172,6 +180,10 @@ class SteeringSpec:
     def __post_init__(self) -> None:
         if not self.ns or not self.alphas or self.evaluators < 1:
             raise PopSteerError("stages.steering needs ns, alphas and evaluators >= 1")
+        if min(self.ns) < 1:
+            raise PopSteerError(f"stages.steering.ns must all be >= 1, got {self.ns}")
+        if not all(math.isfinite(a) and a >= 0 for a in self.alphas):
+            raise PopSteerError(f"stages.steering.alphas must all be finite and >= 0, got {self.alphas}")
 
 
 @dataclass
@@ -270,6 +282,8 @@ def _type_ok(value, tp) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp in (str, bool, dict):
         return isinstance(value, tp)
+    if dataclasses.is_dataclass(tp):  # a section given as a list or scalar instead of a mapping
+        return isinstance(value, tp)
     return True
 
 
@@ -348,9 +362,37 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
     if "name" not in raw:
         raise PopSteerError(f"{path}: missing key 'name'")
     spec = _build(SweepSpec, raw, "", str(path))
+    check_paths(spec, {a.partition("=")[0] for a in overrides or []}, str(path))
     root = Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())
     spec.data_dir = resolve_path(spec.data_dir, root)
     spec.storage = resolve_path(spec.storage, root)
     spec.base_checkpoint = resolve_path(spec.base_checkpoint, root)
     spec.encode.dir = resolve_path(spec.encode.dir, root)
     return spec
+
+
+def check_paths(spec: SweepSpec, trusted: set[str], source: str) -> None:
+    """Refuse a path of the sweep file outside the allowed roots (``popsteer.safepaths``).
+
+    ``data_dir`` and ``storage`` must lie in the project, the repository or
+    ``$POPSTEER_ALLOWED_ROOTS``; the other paths may also lie in those two folders. Keys set
+    with ``--set`` (listed in ``trusted``, or a parent of them) are the operator's and not checked.
+    """
+    def given(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in trusted for i in range(1, len(parts) + 1))
+
+    def check(key: str, value: str | None, roots: list) -> None:
+        local = None if value is None else (uri_path(value) if "://" in value or value.startswith("file:") else value)
+        if local and not given(key):
+            check_inside(key, local, roots, source)
+
+    roots = base_roots()
+    check("data_dir", spec.data_dir, roots)
+    check("storage", spec.storage, roots)
+    roots += [p for p in (spec.data_dir, spec.storage) if p and "://" not in p]
+    check("base_checkpoint", spec.base_checkpoint, roots)
+    check("encode.dir", spec.encode.dir, roots)
+    check("mlflow.tracking_uri", spec.mlflow.tracking_uri, roots)
+    if "://" not in spec.data_dir:
+        check_inside("dataset", Path(spec.data_dir) / spec.dataset, [spec.data_dir], source)

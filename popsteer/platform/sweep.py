@@ -24,6 +24,7 @@ from pathlib import Path
 
 from popsteer.errors import PopSteerError
 from popsteer.platform.spec import SweepSpec, load_spec
+from popsteer.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,16 @@ def _json_default(value):
 
 
 def tracker_of(spec: SweepSpec):
-    """The sweep's MLflow tracker with its parent run (created once, found again by tag), or None."""
+    """The sweep's MLflow tracker with its parent run (created once, found again by tag), or None.
+
+    While the server cannot be reached it logs to ``<experiment>/mlflow_journal/`` (``popsteer mlflow sync``)."""
     if not spec.mlflow.enabled:
         return None
+    from popsteer.platform.journal import JOURNAL_DIR, JournaledTracker
     from popsteer.platform.tracking import Tracker, resolve_tracking_uri
 
-    tracker = Tracker(resolve_tracking_uri(spec.mlflow.tracking_uri), spec.experiment_name, str(spec.experiment_dir))
+    tracker = JournaledTracker(Tracker(resolve_tracking_uri(spec.mlflow.tracking_uri), spec.experiment_name,
+                                       str(spec.experiment_dir)), spec.experiment_dir / JOURNAL_DIR)
     tracker.start_parent(spec.name, spec.to_dict())
     return tracker
 
@@ -179,8 +184,8 @@ def stage_sweep(spec: SweepSpec, rec: dict, enc: dict, tracker, resume: bool = F
     data, item_emb = _load(spec, rec)
     callbacks = []
     if tracker is not None:
-        tracker.client.set_tag(tracker.parent_run_id, "popsteer.base_sha256", rec["sha256"])
-        tracker.client.set_tag(tracker.parent_run_id, "popsteer.encoded_dir", enc["encoded_dir"])
+        tracker.set_tag(tracker.parent_run_id, "popsteer.base_sha256", rec["sha256"])
+        tracker.set_tag(tracker.parent_run_id, "popsteer.encoded_dir", enc["encoded_dir"])
 
         def trial_params(config: dict, search=spec.search) -> dict:
             cfg = search.sae_config(config["k"], config["scale"], config.get("repeat", 0))
@@ -254,10 +259,12 @@ def stage_steering(spec: SweepSpec, rec: dict, enc: dict, analysis: dict, tracke
 def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender", last: str = "steering") -> dict:
     """Run the stages from ``first`` to ``last`` (earlier ones are read from their files); returns the summary."""
     from popsteer.platform.cluster import connect
+    from popsteer.platform.preflight import preflight_spec
 
     run = STAGES[STAGES.index(first) : STAGES.index(last) + 1]
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
+    preflight_spec(spec)  # an unreachable MLflow server or Ray head: one error line now, not minutes later
     connect()
     tracker = tracker_of(spec)
     results: dict[str, dict] = {}
@@ -281,7 +288,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender",
             steering = stage("steering", stage_steering, spec, rec, enc, analysis, tracker)
     seconds["total"] = round(time.perf_counter() - t_start, 2)
     summary = {"name": spec.name, "experiment_dir": str(spec.experiment_dir),
-               "tracking_uri": tracker.tracking_uri if tracker else None,
+               "tracking_uri": redact_text(tracker.tracking_uri) if tracker else None,
                "parent_run_id": tracker.parent_run_id if tracker else None, "seconds": seconds,
                "recommender": rec, "encoded_dir": enc and enc["encoded_dir"], "sweep": sweep,
                "analysis": analysis, "steering": steering}
@@ -305,7 +312,7 @@ def _log_headline(tracker, summary: dict, summary_path: Path) -> None:
     if len(sweep["selected"]) == 1:
         best = next(t for t in sweep["trials"] if t["trial_key"] == sweep["selected"][0])
         headline[f"best_{sweep['metric']}"] = best["metrics"][sweep["metric"]]
-        tracker.client.set_tag(parent, "popsteer.best_trial", best["trial_key"])
+        tracker.set_tag(parent, "popsteer.best_trial", best["trial_key"])
         pick = ((summary["steering"] or {}).get("picks") or {}).get(best["trial_key"]) or {}
         if pick.get("pick"):
             for split in ("valid", "test"):

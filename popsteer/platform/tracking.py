@@ -9,6 +9,10 @@ Runs are found again by tags rather than remembered: the parent by ``popsteer.sw
 trial) under that parent. A restored sweep or a retried trial therefore resumes its run,
 and an epoch already logged (its step is in the run's ``valid_loss`` history) is not logged
 again. All logging happens in the driver (``MlflowTrialCallback``); trials never talk to MLflow.
+
+An http(s) server is asked with short timeouts (``HTTP_CLIENT_DEFAULTS``, overridable by the
+same environment variables); when it cannot be reached the sweep's ``JournaledTracker``
+(``popsteer.platform.journal``) keeps everything in a local journal for ``popsteer mlflow sync``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from popsteer.redact import redact, redact_all, redact_text
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +34,9 @@ TRIAL_KEY_TAG = "popsteer.trial_key"
 TRIAL_ID_TAG = "popsteer.trial_id"
 STEP_METRIC = "valid_loss"
 FINAL_MARKER = "sae_fvu"
+# a down server costs seconds, not MLflow's default 7 retries with 120 s timeouts
+HTTP_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def default_tracking_uri() -> str:
@@ -39,15 +48,28 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, str]:
-    """Nested dict -> {"a.b.c": str(value)} (MLflow params)."""
+    """Nested dict -> {"a.b.c": str(value)} (MLflow params), credentials redacted (``popsteer.redact``)."""
     out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)
+            out[name] = redact(name, str(value))
     return out
+
+
+def clean_metrics(metrics: dict) -> dict[str, float]:
+    """The finite numbers of ``metrics`` under names MLflow accepts ('@' -> '_at_')."""
+    return {k.replace("@", "_at_"): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def configure_http_client(tracking_uri: str) -> None:
+    """Short MLflow HTTP timeouts and few retries for an http(s) URI (environment values win)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        for name, value in HTTP_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
 
 
 class Tracker:
@@ -75,6 +97,7 @@ class Tracker:
 
             if self.tracking_uri.startswith("sqlite:///"):
                 Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            configure_http_client(self.tracking_uri)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -122,7 +145,8 @@ class Tracker:
             run = self.client.create_run(self._experiment_id(), run_name=run_name,
                                          tags={SWEEP_KEY_TAG: self.sweep_key, "popsteer.kind": "sweep"})
             self._log_params(run.info.run_id, flatten(params))
-            log.info("MLflow parent run %s (%s) in experiment '%s'", run.info.run_id, self.tracking_uri, self.experiment)
+            log.info("MLflow parent run %s (%s) in experiment '%s'", run.info.run_id, redact_text(self.tracking_uri),
+                     self.experiment)
         else:
             self.client.update_run(run.info.run_id, status="RUNNING")
             log.info("MLflow parent run %s resumed", run.info.run_id)
@@ -134,12 +158,19 @@ class Tracker:
         run = self._find(f"tags.`{TRIAL_KEY_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
         if run is None:
             run = self.client.create_run(self._experiment_id(), run_name=key, tags={
-                "mlflow.parentRunId": self.parent_run_id, TRIAL_KEY_TAG: key, "popsteer.kind": "trial", **(tags or {})})
+                "mlflow.parentRunId": self.parent_run_id, TRIAL_KEY_TAG: key, "popsteer.kind": "trial",
+                **redact_all(tags or {})})
             self._log_params(run.info.run_id, flatten(params))
         return run.info.run_id
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+    def finish(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
+
+    def set_status(self, run_id: str, status: str) -> None:
+        self.client.update_run(run_id, status=status)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, redact(key, str(value)))
 
     # ------------------------------------------------------------ metrics and artifacts
 
@@ -149,30 +180,29 @@ class Tracker:
             self._last_step[run_id] = max((m.step for m in history), default=-1)
         return self._last_step[run_id]
 
-    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0, timestamp: int | None = None) -> None:
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        items = [Metric(k.replace("@", "_at_"), float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        now = int(time.time() * 1000) if timestamp is None else timestamp
+        items = [Metric(k, v, now, step) for k, v in clean_metrics(metrics).items()]
         for s in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[s : s + 1000])
 
-    def log_epoch(self, run_id: str, step: int, metrics: dict) -> bool:
+    def log_epoch(self, run_id: str, step: int, metrics: dict, timestamp: int | None = None) -> bool:
         """Log one epoch's metrics unless that step is already there. Returns whether it logged."""
         if step <= self.last_step(run_id):
             return False
-        self.log_metrics(run_id, metrics, step)
+        self.log_metrics(run_id, metrics, step, timestamp)
         self._last_step[run_id] = step
         return True
 
-    def log_final(self, run_id: str, metrics: dict) -> bool:
+    def log_final(self, run_id: str, metrics: dict, timestamp: int | None = None) -> bool:
         """Log a trial's final summary once (its marker metric ``sae_fvu`` says it is there)."""
         if FINAL_MARKER in self.client.get_run(run_id).data.metrics:
             return False
-        self.log_metrics(run_id, metrics)
+        self.log_metrics(run_id, metrics, timestamp=timestamp)
         return True
 
     def log_artifacts(self, run_id: str, paths: list[str | Path], artifact_path: str | None = None) -> None:
@@ -204,7 +234,7 @@ class MlflowTrialCallback(Callback):
         return self._runs[key]
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.tracker.client.update_run(self._run(trial), status="RUNNING")
+        self.tracker.set_status(self._run(trial), "RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self._run(trial)
@@ -222,7 +252,7 @@ class MlflowTrialCallback(Callback):
         self.tracker.finish(self._run(trial), "FAILED")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self.tracker.client.set_tag(self._run(trial), "popsteer.retried", "true")
+        self.tracker.set_tag(self._run(trial), "popsteer.retried", "true")
 
 
 EPOCH_KEYS = ("train_loss", "train_fvu", "valid_fvu", "valid_auxk", "valid_loss", "dead_fraction", "lr", "seconds")

@@ -1,0 +1,396 @@
+"""The MLflow journal: what a sweep logs while its tracking server cannot be reached, and its replay.
+
+While MLflow answers, ``JournaledTracker`` passes every call to its ``Tracker``. The first call
+that cannot reach the server (connection refused or reset, a timeout, a gateway's 502-504)
+logs one warning; from then on every call becomes one line of
+``<experiment>/mlflow_journal/journal.jsonl`` (a JSON object, appended with one write and
+fsync'ed) and the sweep goes on. Files it would upload are copied first to
+``mlflow_journal/artifacts/`` (the originals may be rewritten before the replay).
+
+A record names its run by role, never by a server id it may not have: ``{"parent": true}``
+(the sweep's run, found again by ``popsteer.sweep_key``), ``{"trial": KEY}`` (by
+``popsteer.trial_key`` under the parent) or ``{"run_id": ID}``. ``popsteer mlflow sync``
+replays the records in order through a ``Tracker``, idempotently: runs are found by tag
+before any is created, params and tags missing on a run are added, an epoch already in the
+run's ``valid_loss`` history, a final summary already there and a metric already logged with
+the same step and timestamp are skipped; statuses and artifacts are simply set again. A file
+to replay is first renamed ``replaying-<time>.jsonl`` (a sweep still appending starts a new
+``journal.jsonl``) and, once replayed, moved to ``synced/``: a second sync finds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from popsteer.atomic import atomic_path
+from popsteer.errors import PopSteerError
+from popsteer.platform.tracking import (SWEEP_KEY_TAG, Tracker, clean_metrics, flatten, resolve_tracking_uri)
+from popsteer.redact import MASK, redact, redact_all, redact_text
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "mlflow_journal"
+JOURNAL_FILE = "journal.jsonl"
+OFFLINE_ID = "offline:"  # prefix of the stand-in ids of runs created while the server was unreachable
+_UNREACHABLE = ("failed with exception", "failed with timeout exception", "error code 502", "error code 503",
+                "error code 504")
+
+
+def server_unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow client error means the server could not be reached (not that it refused the call)."""
+    import requests
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                        TimeoutError)):
+        return True
+    text = str(exc)
+    return text.startswith("API request to") and any(marker in text for marker in _UNREACHABLE)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short why of an unreachable server, e.g. "connection refused"."""
+    text = str(exc)
+    for marker, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                           ("timeout", "timed out"), ("Connection reset", "connection reset"),
+                           ("RemoteDisconnected", "connection closed"), ("error code 50", "gateway error")):
+        if marker in text:
+            return reason
+    return redact_text(text.splitlines()[0][:200])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ------------------------------------------------------------------ the journal files
+
+
+class Journal:
+    """Append-only JSON lines in ``folder/journal.jsonl``; copies of artifact files in ``folder/artifacts/``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / JOURNAL_FILE
+
+    def append(self, record: dict) -> None:
+        """One record as one line, written with a single O_APPEND write and fsync'ed."""
+        line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise PopSteerError(f"cannot append to the MLflow journal {self.path}: {exc.strerror or exc}") from exc
+
+    def keep(self, path: str | os.PathLike) -> str:
+        """A copy of an artifact file inside the journal; returns its path."""
+        src = Path(path)
+        dest = self.folder / "artifacts" / uuid.uuid4().hex[:12] / src.name
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+        return str(dest)
+
+    def pending(self) -> list[Path]:
+        """Files not replayed yet, oldest first."""
+        return sorted(self.folder.glob("replaying-*.jsonl")) + ([self.path] if self.path.exists() else [])
+
+    def claim(self) -> list[Path]:
+        """Rename ``journal.jsonl`` out of the writers' way; returns every file to replay."""
+        if self.path.exists():
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            os.replace(self.path, self.folder / f"replaying-{stamp}.jsonl")
+        return self.pending()
+
+    def mark_synced(self, path: Path) -> Path:
+        done = self.folder / "synced" / path.name.replace("replaying-", "", 1)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, done)
+        return done
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of one journal file; an unterminated last line (a writer killed mid-write) is skipped."""
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                log.warning("%s: the last line is incomplete (its writer was killed mid-write): skipped", path)
+                continue
+            raise PopSteerError(f"{path}:{number}: not a journal record") from None
+    return records
+
+
+# ------------------------------------------------------------------ logging through the journal
+
+
+class JournaledTracker:
+    """A ``Tracker`` that, once its server cannot be reached, logs to a ``Journal`` for the rest of its life.
+
+    Staying offline keeps the journal in order: an epoch is never logged online after a later
+    one went to the journal. Same methods as ``Tracker``; while offline, runs get stand-in ids.
+    """
+
+    def __init__(self, tracker: Tracker, journal_dir: str | os.PathLike) -> None:
+        self.tracker = tracker
+        self.journal = Journal(journal_dir)
+        self.offline = False
+        self.parent_run_id: str | None = None
+        self._roles: dict[str, dict] = {}  # run id (real or stand-in) -> its role in a record
+        self._steps: dict[str, int] = {}  # run id -> last epoch logged or journaled
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracker.tracking_uri
+
+    def _online(self, call: Callable, *args) -> tuple[bool, object]:
+        """(True, result) of an MLflow call, or (False, None) when the server is (or just became) unreachable."""
+        if self.offline:
+            return False, None
+        try:
+            return True, call(*args)
+        except Exception as exc:
+            if not server_unreachable(exc):
+                raise
+            self.offline = True
+            log.warning("MLflow at %s cannot be reached (%s): the sweep goes on and logs to %s; replay it once "
+                        "the server is back: popsteer mlflow sync --journal %s", redact_text(self.tracking_uri),
+                        _reason(exc), self.journal.path, self.journal.folder)
+            return False, None
+
+    def _record(self, op: str, run_id: str | None, **args) -> None:
+        self.journal.append({"op": op, "run": None if run_id is None else self._roles.get(run_id, {"run_id": run_id}),
+                             "args": args, "experiment": self.tracker.experiment, "sweep_key": self.tracker.sweep_key,
+                             "tracking_uri": redact_text(self.tracking_uri), "time": _now_ms()})
+
+    # ------------------------------------------------------------ runs
+
+    def start_parent(self, run_name: str, params: dict) -> str:
+        flat = flatten(params)
+        ok, run_id = self._online(self.tracker.start_parent, run_name, flat)
+        if not ok:
+            run_id = f"{OFFLINE_ID}parent"
+            self._record("start_parent", None, run_name=run_name, params=flat)
+        elif self.journal.pending():
+            log.warning("%s holds MLflow records of an earlier run that could not reach the server: "
+                        "popsteer mlflow sync --journal %s", self.journal.folder, self.journal.folder)
+        self._roles[run_id] = {"parent": True}
+        self.parent_run_id = run_id
+        return run_id
+
+    def child_run(self, key: str, params: dict, tags: dict | None = None) -> str:
+        flat, tags = flatten(params), redact_all(tags or {})
+        ok, run_id = self._online(self.tracker.child_run, key, flat, tags)
+        if not ok:
+            run_id = f"{OFFLINE_ID}trial:{key}"
+            self._record("child_run", None, key=key, params=flat, tags=tags)
+        self._roles[run_id] = {"trial": key}
+        return run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        if not self._online(self.tracker.finish, run_id, status)[0]:
+            self._record("finish", run_id, status=status, end_time=_now_ms())
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if not self._online(self.tracker.set_status, run_id, status)[0]:
+            self._record("set_status", run_id, status=status)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        if not self._online(self.tracker.set_tag, run_id, key, value)[0]:
+            self._record("set_tag", run_id, key=key, value=redact(key, str(value)))  # no secret on disk
+
+    # ------------------------------------------------------------ metrics and artifacts
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        clean, now = clean_metrics(metrics), _now_ms()
+        if not self._online(self.tracker.log_metrics, run_id, clean, step, now)[0]:
+            self._record("log_metrics", run_id, metrics=clean, step=step, timestamp=now)
+
+    def log_epoch(self, run_id: str, step: int, metrics: dict) -> bool:
+        clean, now = clean_metrics(metrics), _now_ms()
+        ok, logged = self._online(self.tracker.log_epoch, run_id, step, clean, now)
+        if not ok:
+            if step <= self._steps.get(run_id, -1):
+                return False
+            self._record("log_epoch", run_id, step=step, metrics=clean, timestamp=now)
+            logged = True
+        self._steps[run_id] = max(step, self._steps.get(run_id, -1))
+        return bool(logged)
+
+    def log_final(self, run_id: str, metrics: dict) -> bool:
+        clean, now = clean_metrics(metrics), _now_ms()
+        ok, logged = self._online(self.tracker.log_final, run_id, clean, now)
+        if not ok:
+            self._record("log_final", run_id, metrics=clean, timestamp=now)
+            logged = True
+        return bool(logged)
+
+    def log_artifacts(self, run_id: str, paths: list[str | Path], artifact_path: str | None = None) -> None:
+        if not self._online(self.tracker.log_artifacts, run_id, paths, artifact_path)[0]:
+            self._record("log_artifacts", run_id, paths=[self.journal.keep(p) for p in paths],
+                         artifact_path=artifact_path)
+
+
+# ------------------------------------------------------------------ replay
+
+
+class Replayer:
+    """Applies the records of one sweep (experiment + sweep key) to a server, idempotently."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._children: dict[str, str] = {}
+
+    def parent(self) -> str:
+        t = self.tracker
+        if t.parent_run_id is None:
+            run = t._find(f"tags.`{SWEEP_KEY_TAG}` = '{t.sweep_key}'")
+            t.parent_run_id = run.info.run_id if run else t.start_parent(Path(t.sweep_key).name, {})
+        return t.parent_run_id
+
+    def child(self, key: str, tags: dict | None = None) -> str:
+        self.parent()
+        if key not in self._children or tags:
+            self._children[key] = self.tracker.child_run(key, {}, tags)
+        return self._children[key]
+
+    def run_id(self, role: dict) -> str:
+        if "run_id" in role:
+            return role["run_id"]
+        return self.parent() if role.get("parent") else self.child(role["trial"])
+
+    def _add_missing(self, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        data = self.tracker.client.get_run(run_id).data
+        missing = {k: v for k, v in params.items() if k not in data.params}
+        if missing:
+            self.tracker._log_params(run_id, missing)
+        for key, value in tags.items():
+            if data.tags.get(key) != value:
+                self.tracker.set_tag(run_id, key, value)
+
+    def _new_metrics(self, run_id: str, metrics: dict, step: int, timestamp: int) -> dict:
+        """The metrics not yet logged at this step and timestamp."""
+        history = self.tracker.client.get_metric_history
+        return {k: v for k, v in metrics.items()
+                if not any(m.step == step and m.timestamp == timestamp for m in history(run_id, k))}
+
+    def apply(self, record: dict) -> None:
+        op, a, t = record["op"], record["args"], self.tracker
+        if op == "start_parent":
+            t.parent_run_id = None
+            run_id = t.start_parent(a["run_name"], {})
+            self._add_missing(run_id, a["params"], {})
+        elif op == "child_run":
+            self._add_missing(self.child(a["key"], a["tags"]), a["params"], a["tags"])
+        else:
+            run_id = self.run_id(record["run"])
+            if op == "log_metrics":
+                new = self._new_metrics(run_id, a["metrics"], a["step"], a["timestamp"])
+                if new:
+                    t.log_metrics(run_id, new, a["step"], a["timestamp"])
+            elif op == "log_epoch":
+                t.log_epoch(run_id, a["step"], a["metrics"], a["timestamp"])
+            elif op == "log_final":
+                t.log_final(run_id, a["metrics"], a["timestamp"])
+            elif op == "log_artifacts":
+                missing = [p for p in a["paths"] if not Path(p).is_file()]
+                if missing:
+                    raise PopSteerError(f"the journal's copy {missing[0]} is gone: cannot upload it")
+                t.log_artifacts(run_id, a["paths"], a["artifact_path"])
+            elif op == "set_tag":
+                t.set_tag(run_id, a["key"], a["value"])
+            elif op == "set_status":
+                t.set_status(run_id, a["status"])
+            elif op == "finish":
+                t.finish(run_id, a["status"], a["end_time"])
+            else:
+                raise PopSteerError(f"unknown journal record '{op}'")
+
+
+def _target_uri(record: dict, override: str | None) -> str:
+    if override:
+        return override
+    uri = record.get("tracking_uri") or ""
+    if MASK in uri:
+        raise PopSteerError(f"the sweep's tracking URI had credentials, which the journal never holds ({uri}): "
+                            "pass --tracking-uri")
+    return uri or resolve_tracking_uri(None)
+
+
+def find_journals(journal: str | None = None, directory: str | None = None) -> list[Path]:
+    """The journal folder named (or the folder of the file named), else every ``mlflow_journal/`` under a folder."""
+    if journal:
+        path = Path(journal)
+        folder = path if path.is_dir() else path.parent
+        if not (folder / JOURNAL_FILE).exists() and not list(folder.glob("replaying-*.jsonl")) \
+                and not (folder / "synced").is_dir():
+            raise PopSteerError(f"no MLflow journal at {path} (expected a {JOURNAL_DIR}/ folder or its {JOURNAL_FILE})")
+        return [folder]
+    root = Path(directory or ".")
+    if not root.is_dir():
+        raise PopSteerError(f"{root} is not a folder")
+    return sorted({p for p in [root, *root.rglob(JOURNAL_DIR)] if p.is_dir() and p.name == JOURNAL_DIR})
+
+
+def sync(folders: list[Path], tracking_uri: str | None = None) -> dict:
+    """Replay every pending journal file of ``folders``; a replayed file is moved to ``synced/``."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    replayers: dict[tuple, Replayer] = {}
+    synced, records = [], 0
+    for folder in folders:
+        journal = Journal(folder)
+        for path in journal.claim():
+            for number, record in enumerate(read_records(path), 1):
+                key = (_target_uri(record, tracking_uri), record["experiment"], record["sweep_key"])
+                if key not in replayers:
+                    replayers[key] = Replayer(Tracker(*key))
+                try:
+                    replayers[key].apply(record)
+                except (MlflowException, RequestException) as exc:
+                    why = "cannot be reached" if server_unreachable(exc) else "refused a record"
+                    raise PopSteerError(f"MLflow at {redact_text(key[0])} {why} ({path.name} record {number}, "
+                                        f"{record['op']}): {_reason(exc)}; nothing is lost, sync again") from exc
+                records += 1
+            synced.append(str(journal.mark_synced(path)))
+            log.info("replayed %s into MLflow", path)
+    return {"journals": len(synced), "records": records, "synced": synced,
+            "tracking_uris": sorted({redact_text(k[0]) for k in replayers})}
+
+
+def sync_step(args: argparse.Namespace) -> dict:
+    """``popsteer mlflow sync``."""
+    if args.mlflow_cmd != "sync":
+        raise PopSteerError(f"unknown mlflow command {args.mlflow_cmd}")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the JSON result
+    folders = find_journals(args.journal, args.dir)
+    if not folders:
+        log.info("no %s folder under %s: nothing to replay", JOURNAL_DIR, args.dir)
+    return sync(folders, args.tracking_uri)

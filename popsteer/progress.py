@@ -1,0 +1,44 @@
+"""Progress bars with ETA (tqdm on stderr) for the long steps.
+
+Shown when stderr is a terminal; ``POPSTEER_PROGRESS=1`` forces them on (e.g. into a log
+file), ``POPSTEER_PROGRESS=0`` off. Inside Ray workers stderr is not a terminal, so trials
+stay quiet unless forced.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, TypeVar
+
+from tqdm import tqdm
+
+ENV = "POPSTEER_PROGRESS"
+T = TypeVar("T")
+
+
+def enabled() -> bool:
+    """Whether bars are drawn: ``$POPSTEER_PROGRESS`` (1/0) else whether stderr is a TTY."""
+    forced = os.environ.get(ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it",
+             leave: bool = True, **kwargs) -> tqdm:
+    """A tqdm bar on stderr (a no-op bar when disabled). Give ``total`` for an ETA on generators."""
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=sys.stderr,
+                disable=not enabled(), dynamic_ncols=True, **kwargs)
+
+
+def batches(n: int, batch_size: int, desc: str, unit: str = "batch", **kwargs) -> Iterable[int]:
+    """``range(0, n, batch_size)`` with a bar (one step per batch)."""
+    return progress(range(0, n, batch_size), desc=desc, unit=unit, leave=False, **kwargs)

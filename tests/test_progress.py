@@ -1,0 +1,82 @@
+"""Progress bars: tqdm with an ETA on stderr when forced (POPSTEER_PROGRESS=1) or on a terminal,
+none on a pipe or when POPSTEER_PROGRESS=0. Real steps: SAE training in-process, and
+``popsteer train-sae`` through the CLI's entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+
+import pytest
+import torch
+
+from popsteer import progress
+from popsteer.cli import main
+from popsteer.sae import SAEConfig
+from popsteer.sae_train import train_sae
+
+# e.g. "SAE: 100%|##########| 2/2 [00:00<00:00, 31.25epoch/s]": count, elapsed<remaining, rate
+ETA_BAR = re.compile(r"(\d+)/(\d+) \[\d+:\d\d<\d+:\d\d, +[\d.]+ ?(\w+/s|s/\w+)")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _train_tiny_sae(monkeypatch, stream: io.StringIO, env: str | None) -> str:
+    if env is None:
+        monkeypatch.delenv(progress.ENV, raising=False)
+    else:
+        monkeypatch.setenv(progress.ENV, env)
+    monkeypatch.setattr(sys, "stderr", stream)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    train_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=2, min_epochs=1, batch_size=64))
+    monkeypatch.undo()
+    return stream.getvalue()
+
+
+def test_forced_on_shows_a_bar_with_eta(monkeypatch):
+    err = _train_tiny_sae(monkeypatch, io.StringIO(), "1")
+    assert "SAE:" in err
+    done = [m for m in ETA_BAR.finditer(err) if m.group(1) == m.group(2) == "2"]
+    assert done and "epoch" in done[-1].group(3), err
+
+
+@pytest.mark.parametrize("env,stream", [(None, io.StringIO), ("0", _Terminal)])
+def test_pipe_or_forced_off_shows_none(monkeypatch, env, stream):
+    assert _train_tiny_sae(monkeypatch, stream(), env) == ""
+
+
+def test_a_terminal_shows_the_bar_unforced(monkeypatch):
+    assert ETA_BAR.search(_train_tiny_sae(monkeypatch, _Terminal(), None))
+
+
+@pytest.fixture(scope="module")
+def sasrec_ckpt(ml100k_small, tmp_path_factory):
+    """A small SASRec checkpoint saved by the library (untrained: only the bars matter here)."""
+    from popsteer.config import SASRecConfig
+    from popsteer.recbole_adapter import build_sasrec
+    from popsteer.recommender import save_recommender
+    from popsteer.steps import SMALL_SASREC
+
+    hp = SASRecConfig(**SMALL_SASREC)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("progress") / "SASRec-untrained-ml-100k.safetensors"
+    return save_recommender(path, build_sasrec(ml100k_small.n_items, hp), ml100k_small, hp, None)
+
+
+def test_cli_step_progress_on_stderr(sasrec_ckpt, tmp_path, monkeypatch, capsys):
+    """``popsteer train-sae`` with POPSTEER_PROGRESS=1: encoding and SAE epoch bars with an ETA on stderr."""
+    monkeypatch.setenv(progress.ENV, "1")
+    code = main(["train-sae", "-p", str(sasrec_ckpt), "--top-k", "4", "--scale", "2", "--epochs", "2",
+                 "--min-epochs", "1", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "encode prefixes:" in err and "SAE:" in err
+    sae_bars = [m for m in ETA_BAR.finditer(err) if m.group(3) in ("epoch/s", "s/epoch")]
+    assert sae_bars and sae_bars[-1].group(1) == "2", err[-3000:]
+    assert not ETA_BAR.search(out) and json.loads(out)["epochs"] == 2  # the JSON result stays clean
