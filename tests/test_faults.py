@@ -14,6 +14,7 @@ module's SAE fixture).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -179,6 +180,17 @@ def _assert_nothing_lost(uri: str, experiment: str, epochs: int, artifacts: bool
 # ------------------------------------------------------------------ MLflow down
 
 
+@contextlib.contextmanager
+def running_sweep(spec, env: dict, log: Path):
+    """A sweep driver in its own process group, killed on the way out if still running."""
+    proc = start_sweep(spec, env, log)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @requires(ray_unavailable())
 def test_mlflow_down_at_start_is_journaled_and_synced_once(tmp_path, small_sasrec, tmp_path_factory, mlflow_server,
                                                            sync):
@@ -186,12 +198,9 @@ def test_mlflow_down_at_start_is_journaled_and_synced_once(tmp_path, small_sasre
     spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, 3, steering=True,
                  if_unreachable="journal")  # the default, "fail", refuses to start (one error line)
     exp_dir = tmp_path / "sweeps" / "faults"
-    proc = start_sweep(spec, sweep_env(ray_address(), mlflow_server.uri), tmp_path / "driver.log")  # nothing listens
-    try:
+    # nothing listens on the tracking port yet
+    with running_sweep(spec, sweep_env(ray_address(), mlflow_server.uri), tmp_path / "driver.log") as proc:
         assert proc.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert (tmp_path / "driver.log").read_text().count(WARNING) == 1
     records = _journal(exp_dir)
     ops = Counter(r["op"] for r in records)
@@ -238,15 +247,11 @@ def test_mlflow_killed_mid_sweep_is_journaled_and_synced_once(tmp_path, small_sa
                  steering=False)
     exp_dir = tmp_path / "sweeps" / "faults"
     mlflow_server.start()
-    proc = start_sweep(spec, sweep_env(ray_address(), mlflow_server.uri), tmp_path / "driver.log")
-    try:
+    with running_sweep(spec, sweep_env(ray_address(), mlflow_server.uri), tmp_path / "driver.log") as proc:
         wait_for(lambda: proc.poll() is not None or _trial_logging(mlflow_server.uri, experiment, 2), 240,
                  "a trial with 2 epochs in MLflow", 0.3)
         mlflow_server.kill()  # mid-trial: the parent, the children and a few epochs are on the server
         assert proc.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert (tmp_path / "driver.log").read_text().count(WARNING) == 1
     records = _journal(exp_dir)
     ops = Counter(r["op"] for r in records)
