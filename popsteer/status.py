@@ -147,6 +147,7 @@ def reports(data_dir: Path, dataset: str | None = None) -> list[Row]:
     for name in [dataset] if dataset else report_datasets(data_dir):
         folder = data_dir / name
         files = sorted({p for pattern in REPORT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+        files += sorted(folder.glob("analysis/*/analysis.json"))  # the analyses kept per SAE
         for path in files:
             kind = "analysis" if path.name in ("analysis.json", "cohens_d.csv", "neuron_top_items.csv") \
                 or path.name.startswith("row_stats") else "steering"

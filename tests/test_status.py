@@ -66,6 +66,7 @@ def test_status_lists_checkpoints_reports_and_the_last_sweep(artifacts, capsys):
     assert "k=4 s=2 n=64" in sae and "fvu 0." in sae and "dead " in sae
     assert "unreadable" in _line(text, "broken.safetensors")
     assert "neurons d > 0" in _line(text, "analysis", "ml-100k/analysis.json")
+    assert "neurons d > 0" in _line(text, "analysis", "ml-100k/analysis/SASRec_SAE-", "/analysis.json")  # kept per SAE
     assert "64 neurons" in _line(text, "ml-100k/cohens_d.csv")
     assert "popsteer: ndcg@10 0." in _line(text, "steering", "steer_N8_a1.5_test.csv")
     sweep = _line(text, "sweep", "smoke")
