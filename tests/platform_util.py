@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +105,17 @@ def start_sweep(spec: Path, env: dict, log_path: Path, *extra: str) -> subproces
     log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "popsteer.sweep", str(spec), *extra], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@contextlib.contextmanager
+def running_sweep(spec: Path, env: dict, log_path: Path, *extra: str):
+    """``start_sweep`` whose driver (its whole process group) is killed on the way out if still running."""
+    proc = start_sweep(spec, env, log_path, *extra)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

@@ -14,7 +14,6 @@ module's SAE fixture).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from platform_util import (ROOT, assert_each_trial_once, mlflow_runs, ray_address, ray_unavailable, requires,
-                           start_sweep, sweep_env, wait_for, write_sweep)
+                           running_sweep, sweep_env, wait_for, write_sweep)
 
 KEYS = {"k4-s2-r0", "k8-s2-r0"}
 WARNING = "cannot be reached"
@@ -178,17 +177,6 @@ def _assert_nothing_lost(uri: str, experiment: str, epochs: int, artifacts: bool
 
 
 # ------------------------------------------------------------------ MLflow down
-
-
-@contextlib.contextmanager
-def running_sweep(spec, env: dict, log: Path):
-    """A sweep driver in its own process group, killed on the way out if still running."""
-    proc = start_sweep(spec, env, log)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @requires(ray_unavailable())

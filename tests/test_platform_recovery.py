@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from platform_util import (assert_each_trial_once, mlflow_runs, mlflow_unavailable, ray_address, ray_unavailable,
-                           requires, start_sweep, sweep_env, tracking_uri, wait_for, write_sweep)
+                           requires, running_sweep, start_sweep, sweep_env, tracking_uri, wait_for, write_sweep)
 
 pytestmark = requires(ray_unavailable(), mlflow_unavailable())
 
@@ -64,15 +64,11 @@ def test_killed_trial_worker_is_retried_and_logged_once(tmp_path, small_sasrec, 
     experiment = f"popsteer-kill-test-{uuid.uuid4().hex[:8]}"
     spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
     exp_dir = tmp_path / "sweeps" / "recovery"
-    proc = start_sweep(spec, env, tmp_path / "driver.log")
-    try:
+    with running_sweep(spec, env, tmp_path / "driver.log") as proc:
         key, pid = wait_for(lambda: _trial_with_epochs(env["MLFLOW_TRACKING_URI"], experiment, exp_dir, 3), 240,
                             "a running trial with 3 epochs logged")
         os.kill(pid, signal.SIGKILL)  # mid-training: its epochs 1..3+ are already in MLflow
         assert proc.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert len(_pid_lines(exp_dir)[key]) >= 2, "the killed trial was not restarted"
     sweep = _finished_trials(exp_dir)
     assert sweep["errors"] == 0 and all(t["finished"] for t in sweep["trials"]) and len(sweep["trials"]) == 4
@@ -89,17 +85,13 @@ def test_interrupted_driver_resumes_with_tuner_restore(tmp_path, small_sasrec, t
     experiment = f"popsteer-resume-test-{uuid.uuid4().hex[:8]}"
     spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
     exp_dir = tmp_path / "sweeps" / "recovery"
-    proc = start_sweep(spec, env, tmp_path / "driver.log")
-    try:
+    with running_sweep(spec, env, tmp_path / "driver.log") as proc:
         def some_trial_done_and_state_saved():
             done = [p for p in exp_dir.glob("*/checkpoint_*/summary.json")]
             return done and list(exp_dir.glob("experiment_state*.json")) and len(_pid_lines(exp_dir)) >= 3
         wait_for(some_trial_done_and_state_saved, 240, "a finished trial and a saved experiment state")
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep, without cleaning up
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert not (exp_dir / "stages" / "sweep.json").exists()
     resumed = start_sweep(spec, env, tmp_path / "driver2.log", "--resume")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "driver2.log").read_text()[-4000:]
