@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from popsteer import kernels  # noqa: E402
+from popsteer import topk as popsteer_topk  # noqa: E402
 from popsteer.sae import SAEConfig, TopKSAE  # noqa: E402
 
 
@@ -47,8 +48,8 @@ def torch_path(h, k, W_dec, b_dec):
     return z @ W_dec + b_dec  # (N, d)
 
 
-def triton_path(h, k, W_dec, b_dec):
-    v, i = kernels.triton_topk_relu(h, k)  # (N, k)
+def triton_path(h, k, W_dec, b_dec, num_warps=None):
+    v, i = kernels.triton_topk_relu(h, k, num_warps)  # (N, k)
     return F.embedding_bag(i, W_dec, per_sample_weights=v, mode="sum") + b_dec  # (N, d)
 
 
@@ -63,14 +64,22 @@ def kernel_rows(N: int, n: int, d: int, k: int) -> list[dict]:
         v_e, i_e = torch.topk(torch.relu(h), k, dim=1)
         same_values = bool(torch.equal(v_t, v_e))
         same_sets = bool(torch.equal(i_t.sort(1).values, i_e.sort(1).values))
+        _, i_ref = popsteer_topk._eager_topk_relu_sparse(h, k)  # PopSteer's tie order: lower column first
+        same_order = bool(torch.equal(i_t, i_ref))
         x_t, x_e = triton_path(h, k, W, b), torch_path(h, k, W, b)
         rel = float(((x_t.float() - x_e.float()).norm() / x_e.float().norm()))
         ms_topk_torch = cuda_time(lambda: torch.topk(torch.relu(h), k, dim=1))
         ms_topk_triton = cuda_time(lambda: kernels.triton_topk_relu(h, k))
         ms_torch = cuda_time(lambda: torch_path(h, k, W, b))
         ms_triton = cuda_time(lambda: triton_path(h, k, W, b))
+        by_warps = {}
+        for w in (2, 4, 8, 16):  # launch width: the default is 4
+            v_w, i_w = kernels.triton_topk_relu(h, k, w)
+            by_warps[w] = {"exact": bool(torch.equal(v_w, v_e) and torch.equal(i_w, i_t)),
+                           "topk_ms": cuda_time(lambda: kernels.triton_topk_relu(h, k, w))}
         rows.append({"dtype": str(dtype).replace("torch.", ""), "shape": [N, n], "k": k,
-                     "values_equal": same_values, "index_sets_equal": same_sets, "decode_rel_err": rel,
+                     "by_num_warps": by_warps,
+                     "values_equal": same_values, "index_sets_equal": same_sets, "indices_equal_eager": same_order, "decode_rel_err": rel,
                      "topk_ms_torch": ms_topk_torch, "topk_ms_triton": ms_topk_triton,
                      "act_decode_ms_torch": ms_torch, "act_decode_ms_triton": ms_triton,
                      "speedup_topk": ms_topk_torch / ms_topk_triton, "speedup_act_decode": ms_torch / ms_triton})

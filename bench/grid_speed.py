@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +28,7 @@ from popsteer.recbole_adapter import RecBolePipeline  # noqa: E402
 from popsteer.recommender import encode_users  # noqa: E402
 from popsteer.sae_steps import load_neuron_scores, load_sae_context  # noqa: E402
 from popsteer.steering import steering_delta  # noqa: E402
+from popsteer.topk import topk_relu_sparse  # noqa: E402
 
 PAIRS = (("ndcg@10", "ndcg@10"), ("precision@10", "precision@10"), ("gini@10", "giniindex@10"),
          ("arp@10", "averagepopularity@10"))
@@ -44,16 +44,25 @@ class SteeredSASRec(torch.nn.Module):
 
     def full_sort_predict(self, interaction):
         x = self.sasrec.forward(interaction["item_id_list"], interaction["item_length"])  # (B, d)
-        x_hat = self.sae.decode(self.sae.encode(self.sae.preact(x) + self.delta))  # (B, d)
+        h = self.sae.preact(x) + self.delta  # (B, n)
+        x_hat = self.sae.decode_sparse(*topk_relu_sparse(h, self.sae.k))  # (B, d), as PopSteer decodes
         return x_hat @ self.sasrec.item_embedding.weight.T  # (B, n_items)
 
 
-def matmul_gflops(m: int, k: int, n: int, reps: int = 20) -> float:
+def matmul_gflops(m: int, k: int, n: int, reps: int = 20, block: int | None = None) -> float:
+    """torch's rate for (m, k) @ (k, n); with ``block``: m rows in blocks into one reused buffer."""
     a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b
+    block = block or m
+    out = torch.empty(block, n)
+
+    def once():
+        for s in range(0, m, block):
+            torch.mm(a[s : s + block], b, out=out[: min(block, m - s)])
+
+    once()
     t0 = time.perf_counter()
     for _ in range(reps):
-        a @ b
+        once()
     return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
@@ -70,15 +79,19 @@ def main() -> None:
     points = grid_points(meta["n_latents"])
     item_emb = sasrec.item_embedding.weight.detach()
 
-    # PopSteer: encode once, cache h, every point a shift + TopK + decode + scoring
-    t0 = time.perf_counter()
-    seq, ln, _ = data.split("valid")
-    x = encode_users(sasrec, seq, ln)
-    with torch.no_grad():
-        h = sae.preact(x)
-    ev = Evaluator.for_split(data, "valid", gini_n=data.n_items)
-    ours = evaluate_grid(sae, h, item_emb, ev, scores, points)
-    t_ours = time.perf_counter() - t0
+    # PopSteer: encode once, cache h, every point a shift + TopK + decode + scoring. Timed 3
+    # times, median kept: this machine's speed drifts by up to ~30% between runs of seconds.
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        seq, ln, _ = data.split("valid")
+        x = encode_users(sasrec, seq, ln)
+        with torch.no_grad():
+            h = sae.preact(x)
+        ev = Evaluator.for_split(data, "valid", gini_n=data.n_items)
+        ours = evaluate_grid(sae, h, item_emb, ev, scores, points)
+        runs.append(time.perf_counter() - t0)
+    t_ours = sorted(runs)[1]
 
     # RecBole: one evaluator pass per point
     hp = SASRecConfig(**checkpoint.read_meta(meta["base_checkpoint"])["sasrec"])
@@ -98,7 +111,7 @@ def main() -> None:
     for mine, rb in zip(ours, theirs):
         for m, r in PAIRS:
             worst = max(worst, abs(mine[m] - rb[r]))
-    print(f"grid of {len(points)} points: PopSteer {t_ours:.1f} s; RecBole {t_rb:.1f} s for {len(timed)} points "
+    print(f"grid of {len(points)} points: PopSteer {t_ours:.1f} s (runs {', '.join(f'{r:.1f}' for r in runs)}); RecBole {t_rb:.1f} s for {len(timed)} points "
           f"(-> {t_rb_full:.1f} s for all); speedup {t_rb_full / t_ours:.1f}x; max |metric diff| {worst:.2e}")
     assert worst <= 1e-6, worst
 
@@ -112,17 +125,22 @@ def main() -> None:
     for _ in range(reps):
         rank_topk(x_hat, item_emb, 10)
     scoring = 2 * U * d * n_items * reps / (time.perf_counter() - t1) / 1e9
-    peak = matmul_gflops(min(U, 4096), d, n_items)
+    # the machine's rate: the better of one (U, d) @ (d, n_items) product and the same in 256-row
+    # blocks into a reused buffer (what the scoring stage does)
+    rates = {"whole": matmul_gflops(U, d, n_items), "blocks of 256": matmul_gflops(U, d, n_items, block=256)}
+    peak = max(rates.values())
     frac = scoring / peak
-    print(f"scoring stage {scoring:.1f} GFLOP/s; torch matmul on ({min(U, 4096)} x {d}) @ ({d} x {n_items}) "
-          f"{peak:.1f} GFLOP/s -> {frac:.2f}")
+    print(f"scoring stage {scoring:.1f} GFLOP/s; torch matmul ({U} x {d}) @ ({d} x {n_items}): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()) + f" GFLOP/s -> {frac:.2f}")
     cmd = f".venv/bin/python bench/grid_speed.py -p {Path(a.pretrained_path).name} --data-dir DIR"
     speed = t_rb_full / t_ours
     record("grid_speedup_vs_recbole", round(speed, 1), "x", ">= 30, identical metrics", speed >= 30 and worst <= 1e-6, cmd,
-           f"{data.name} valid, {len(points)} points: PopSteer {t_ours:.1f} s (encode once + cached h) vs RecBole "
+           f"{data.name} valid, {len(points)} points: PopSteer {t_ours:.1f} s (median of "
+           f"{', '.join(f'{r:.1f}' for r in runs)} s; encode once + cached h) vs RecBole "
            f"evaluator {t_rb_full:.1f} s ({len(timed)} points timed); max |metric diff| {worst:.1e}")
     record("scoring_fraction_of_matmul_peak", round(frac, 3), "fraction", ">= 0.5", frac >= 0.5, cmd,
-           f"scoring (matmul + top-10) {scoring:.1f} GFLOP/s vs torch matmul {peak:.1f} GFLOP/s, same shapes")
+           f"scoring (matmul + top-10) {scoring:.1f} GFLOP/s vs torch matmul {peak:.1f} GFLOP/s (best of one product "
+           f"and 256-row blocks into a reused buffer), same shapes")
 
 
 if __name__ == "__main__":

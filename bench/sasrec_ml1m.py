@@ -30,7 +30,9 @@ def main() -> None:
     ap.add_argument("--out-dir", default=str(ROOT / "saved"))
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--stride", type=int, default=25)
-    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--lr-schedule", default="cosine")
+    ap.add_argument("--warmup", type=float, default=0.02)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     data_dir = a.data_dir
@@ -41,11 +43,14 @@ def main() -> None:
     res = train_recommender(argparse.Namespace(
         dataset="ml-1m", trainer="allpos", epochs=200, learning_rate=a.learning_rate, batch_size=a.batch_size,
         stopping_step=10, seed=2020, stride=a.stride, time_budget_min=a.budget_min, small=False,
+        lr_schedule=a.lr_schedule, warmup=a.warmup, precision="fp32", device="cpu",
         data_dir=data_dir, out_dir=a.out_dir, verbose=False))
     ndcg, minutes = res["best_valid"]["ndcg@10"], res["train_minutes"]
-    cmd = f".venv/bin/python bench/sasrec_ml1m.py --learning-rate {a.learning_rate} --batch-size {a.batch_size}"
+    cmd = (f".venv/bin/python bench/sasrec_ml1m.py --learning-rate {a.learning_rate} --batch-size {a.batch_size} "
+           f"--lr-schedule {a.lr_schedule}")
     note = (f"best epoch {res['best_epoch']}, test NDCG@10 {res['test_result']['ndcg@10']:.4f}; "
-            f"lr {a.learning_rate}, batch {a.batch_size} targets, stride {a.stride}; checkpoint {Path(res['checkpoint']).name}")
+            f"{a.lr_schedule} lr {a.learning_rate} (warm-up {a.warmup:.0%}), batch {a.batch_size} targets, stride {a.stride}, "
+            f"{res['epochs']} epochs; checkpoint {Path(res['checkpoint']).name}")
     record("sasrec_ml1m_valid_ndcg10", round(ndcg, 4), "NDCG@10", ">= 0.112 within 30 min", ndcg >= 0.112 and minutes <= 30.5, cmd, note)
     record("sasrec_ml1m_train_minutes", round(minutes, 1), "min", "<= 30", minutes <= 30.5, cmd, note)
 

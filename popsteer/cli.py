@@ -40,6 +40,11 @@ def add_train_recommender(sub) -> None:
     p.add_argument("--stride", type=int, default=25, help="window stride of all-position training on long sequences")
     p.add_argument("--time-budget-min", dest="time_budget_min", type=float, default=None,
                    help="stop training after this many minutes (best epoch kept)")
+    p.add_argument("--lr-schedule", dest="lr_schedule", default="constant",
+                   help="constant, or cosine: warm-up then decay to 0 at the last epoch or the time budget")
+    p.add_argument("--warmup", type=float, default=0.02, help="fraction of training warming the learning rate up (cosine)")
+    p.add_argument("--precision", default="fp32", help="fp32, or bf16 autocast (faster on CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (allpos trainer)")
     p.add_argument("--small", action="store_true",
                    help="a CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)")
     _common(p)

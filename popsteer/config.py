@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -47,10 +48,28 @@ class TrainConfig:
     time_budget_min: float | None = None
     """Stop after this many minutes of training (the best epoch so far is kept)."""
     eval_every: int = 1
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """allpos: cosine = linear warm-up over `warmup` of training, then cosine decay to 0 at its end
+    (the end is `epochs` or, when set, `time_budget_min`, whichever comes first)."""
+    warmup: float = 0.02
+    """Fraction of training spent warming the learning rate up (cosine schedule only)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """allpos: bf16 = autocast matmuls to bfloat16 (weights and optimizer stay fp32)."""
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.trainer not in ("allpos", "recbole"):
             raise PopSteerError(f"unknown trainer '{self.trainer}': choose allpos or recbole")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise PopSteerError(f"unknown lr_schedule '{self.lr_schedule}': choose constant or cosine")
+        if self.precision not in ("fp32", "bf16"):
+            raise PopSteerError(f"unknown precision '{self.precision}': choose fp32 or bf16")
+        if not 0 <= self.warmup < 1:
+            raise PopSteerError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise PopSteerError(f"device must be cpu, cuda or cuda:N, got '{self.device}'")
+        if self.device != "cpu" and self.trainer != "allpos":
+            raise PopSteerError(f"device {self.device} needs the allpos trainer (RecBole's trainer runs on CPU here)")
         for name in ("epochs", "batch_size", "stopping_step", "stride", "eval_every"):
             if getattr(self, name) < 1:
                 raise PopSteerError(f"{name} must be >= 1, got {getattr(self, name)}")

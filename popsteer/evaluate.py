@@ -20,7 +20,7 @@ from popsteer.popularity import PopularityGroups
 log = logging.getLogger(__name__)
 
 
-def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 4096,
+def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 256,
               item_chunk: int | None = None) -> torch.Tensor:
     """Top-k item ids per user, padding item 0 excluded.
 
@@ -33,15 +33,20 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
     """
     out = []
     n_items = item_emb.shape[0]
+    dense = item_chunk is None or item_chunk >= n_items
+    if dense:  # one (d, n_items) copy and one score buffer, reused by every batch
+        emb_t = item_emb.T.contiguous()  # (d, n_items)
+        buf = torch.empty((min(batch_size, reps.shape[0]), n_items), dtype=torch.result_type(reps, item_emb),
+                          device=reps.device)
     for start in range(0, reps.shape[0], batch_size):
         x = reps[start : start + batch_size]  # (B, d)
-        if item_chunk is None or item_chunk >= n_items:
-            scores = x @ item_emb.T  # (B, n_items)
+        if dense:
+            scores = torch.mm(x, emb_t, out=buf[: len(x)])  # (B, n_items)
             scores[:, 0] = -torch.inf
             out.append(torch.topk(scores, k, dim=-1).indices)
             continue
-        best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype)
-        best_i = torch.zeros((x.shape[0], k), dtype=torch.long)
+        best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype, device=x.device)
+        best_i = torch.zeros((x.shape[0], k), dtype=torch.long, device=x.device)
         for c0 in range(0, n_items, item_chunk):
             scores = x @ item_emb[c0 : c0 + item_chunk].T  # (B, C)
             if c0 == 0:
@@ -61,7 +66,8 @@ class Evaluator:
     targets: np.ndarray  # (U,)
     groups: PopularityGroups
     k: int = 10
-    batch_size: int = 4096
+    batch_size: int = 256
+    """Users scored per matmul: small batches keep the (batch, n_items) scores in cache (~2x faster here)."""
     item_chunk: int | None = None
     gini_n: int | None = None
 

@@ -4,7 +4,8 @@ validation-tuned pick (METHOD.md section 4).
 Users are encoded once; the SAE pre-activations h (U, n) are cached; a grid point is a
 cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table. Every point is
 evaluated on a small chunk of users before the next chunk, so the working set stays in
-cache and h is read once per chunk, not once per point.
+cache and h is read once per chunk, not once per point. The points of one N share the
+candidate columns of their TopK (``popsteer.grid_topk``), and the decode is sparse.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import numpy as np
 import torch
 
 from popsteer.evaluate import Evaluator
+from popsteer.grid_topk import CandidateTopK
 from popsteer.progress import progress
-from popsteer.steering import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
+from popsteer.steering import NeuronScores, steered_reconstruction, steering_delta
+from popsteer.topk import topk_relu_sparse
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,22 @@ def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor,
     if not points:
         return []
     deltas = torch.stack([steering_delta(scores, p.num_neurons, p.alpha, swap_sigma) for p in points])  # (P, n)
+    groups: dict[int, list[int]] = {}  # N -> its points: one candidate set per chunk and N
+    for i, p in enumerate(points):
+        groups.setdefault(p.num_neurons, []).append(i)
     n_users, k = h.shape[0], evaluator.k
     topk = np.empty((len(points), n_users, k), dtype=np.int32)  # (P, U, k) item ids
     with torch.no_grad():
         for s in progress(range(0, n_users, user_chunk), desc="steering grid", unit="chunk", leave=False):
             hc = h[s : s + user_chunk]  # (C, n)
-            for i, delta in enumerate(deltas):
-                x_hat = sae.decode(sae.encode(steer_preactivations(hc, delta)))  # (C, d)
-                topk[i, s : s + user_chunk] = evaluator.topk(x_hat, item_emb)
+            for members in groups.values():
+                if len(members) == 1:  # nothing to share: the plain top-k (as evaluate_point)
+                    latents = lambda delta: topk_relu_sparse(hc + delta, sae.k)  # noqa: E731
+                else:
+                    latents = CandidateTopK(hc, deltas[members], sae.k)
+                x_hat = torch.cat([sae.decode_sparse(*latents(deltas[i])) for i in members])  # (G C, d)
+                items = evaluator.topk(x_hat, item_emb).reshape(len(members), len(hc), k)  # one scoring pass
+                topk[members, s : s + user_chunk] = items
     return [{"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator.metrics_of_topk(topk[i])}
             for i, p in enumerate(points)]
 

@@ -36,18 +36,37 @@ def _apply_numpy_shims() -> None:
 
 
 @contextlib.contextmanager
+def importing_recbole() -> Iterator[None]:
+    """Fence RecBole's import-time side effects: NumPy-2 shims before, torch's anomaly mode after.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
+    at import, for the whole process: every op then records a traceback and every backward
+    checks its outputs for NaN, which made SASRec and SAE training ~1.5x slower. The mode is
+    put back to what it was before the import.
+    """
+    _apply_numpy_shims()
+    was = torch.is_anomaly_enabled()
+    try:
+        yield
+    finally:
+        torch.autograd.set_detect_anomaly(was)
+
+
+@contextlib.contextmanager
 def fenced(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
-    """Run RecBole code with our argv hidden, CUDA_VISIBLE_DEVICES kept and cwd in a temp folder."""
+    """Run RecBole code with our argv hidden, CUDA_VISIBLE_DEVICES and torch's anomaly mode kept, cwd in a temp folder."""
     own_tmp = workdir is None
     root = Path(workdir or tempfile.mkdtemp(prefix="popsteer-recbole-"))
     root.mkdir(parents=True, exist_ok=True)
     saved_argv, saved_cwd = sys.argv, os.getcwd()
     saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+    saved_anomaly = torch.is_anomaly_enabled()  # RecBole's lazy model imports turn it on (importing_recbole)
     sys.argv = [saved_argv[0] if saved_argv else "popsteer"]
     os.chdir(root)
     try:
         yield root
     finally:
+        torch.autograd.set_detect_anomaly(saved_anomaly)
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         if saved_cuda is None:
@@ -59,8 +78,8 @@ def fenced(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
 
 
 def _recbole_sasrec_class():
-    _apply_numpy_shims()
-    from recbole.model.sequential_recommender.sasrec import SASRec
+    with importing_recbole():
+        from recbole.model.sequential_recommender.sasrec import SASRec
 
     return SASRec
 
@@ -152,10 +171,10 @@ class RecBolePipeline:
     """
 
     def __init__(self, dataset: str, inter_file: Path, hp: SASRecConfig, extra: dict | None = None) -> None:
-        _apply_numpy_shims()
-        from recbole.config import Config
-        from recbole.data import create_dataset, data_preparation
-        from recbole.utils import init_seed
+        with importing_recbole():
+            from recbole.config import Config
+            from recbole.data import create_dataset, data_preparation
+            from recbole.utils import init_seed
 
         self.workdir = Path(tempfile.mkdtemp(prefix="popsteer-recbole-"))
         data_path = self.workdir / "data"
@@ -183,7 +202,8 @@ class RecBolePipeline:
             return SASRec(self.config, self.train_data.dataset)
 
     def trainer(self, model: torch.nn.Module):
-        from recbole.trainer import Trainer
+        with importing_recbole():
+            from recbole.trainer import Trainer
 
         with fenced(self.workdir):
             trainer = Trainer(self.config, model)
@@ -226,8 +246,8 @@ def load_foreign_checkpoint(path: Path, trust_pickle: bool) -> dict:
     if not trust_pickle:
         raise PopSteerError(f"{path} is a pickle (RecBole .pth): loading it can run arbitrary code; "
                             "pass --trust-pickle if you trust its source")
-    _apply_numpy_shims()
-    import recbole.config  # noqa: F401  (classes the pickle refers to)
+    with importing_recbole():
+        import recbole.config  # noqa: F401  (classes the pickle refers to)
 
     try:
         return torch.load(path, map_location="cpu", weights_only=False)

@@ -25,7 +25,7 @@ from popsteer.recbole_adapter import build_sasrec, sequence_output
 log = logging.getLogger(__name__)
 
 
-def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 4096,
+def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 512,
                  train_mode: bool = False) -> torch.Tensor:
     """SASRec's user representation: last-layer output at ``seq_len - 1``, shape (U, d).
 
@@ -33,12 +33,13 @@ def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarr
     """
     was_training = model.training
     model.train(train_mode)
+    dev = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for s in range(0, len(item_seq), batch_size):
-            seq = torch.as_tensor(item_seq[s : s + batch_size])
-            ln = torch.as_tensor(seq_len[s : s + batch_size])
-            out.append(model.forward(seq, ln))  # (B, d)
+            seq = torch.as_tensor(item_seq[s : s + batch_size]).to(dev)
+            ln = torch.as_tensor(seq_len[s : s + batch_size]).to(dev)
+            out.append(model.forward(seq, ln).cpu())  # (B, d)
     model.train(was_training)
     return torch.cat(out)
 
@@ -68,7 +69,31 @@ def encode_prefixes(model: torch.nn.Module, data: SequenceData, stride: int = 10
 def evaluate_model(model: torch.nn.Module, data: SequenceData, split: str, k: int = 10, **kw) -> dict[str, float]:
     seq, ln, _ = data.split(split)
     reps = encode_users(model, seq, ln)
-    return Evaluator.for_split(data, split, k=k, **kw)(reps, model.item_embedding.weight.detach())
+    return Evaluator.for_split(data, split, k=k, **kw)(reps, model.item_embedding.weight.detach().cpu())
+
+
+class FastDropout(torch.nn.Dropout):
+    """``nn.Dropout`` with its mask drawn as ``uniform < keep`` instead of ``bernoulli_``.
+
+    The same Bernoulli(1 - p) mask and 1 / (1 - p) scaling, ~3.5x cheaper to draw on CPU
+    (``bernoulli_`` was ~20% of a SASRec training step on 2 cores). No parameters, so the
+    model's state_dict is unchanged; eval mode is the identity, as before.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        return x * ((torch.rand_like(x) < keep).to(x.dtype) * (1.0 / keep))
+
+
+def use_fast_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap every ``nn.Dropout`` inside ``model`` (RecBole's SASRec) for ``FastDropout``; returns it."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is torch.nn.Dropout:
+                setattr(module, name, FastDropout(child.p))
+    return model
 
 
 def allpos_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -81,6 +106,16 @@ def allpos_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Ten
     sel = targets > 0
     logits = out[sel] @ model.item_embedding.weight.T  # (P, n_items)
     return F.cross_entropy(logits, targets[sel])
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """Multiplier of the peak learning rate at ``progress`` in [0, 1] of training."""
+    if schedule == "constant":
+        return 1.0
+    if progress < warmup:
+        return (progress + 1e-3) / (warmup + 1e-3)
+    rest = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * rest))
 
 
 def _window_batches(targets: np.ndarray, batch_targets: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -99,11 +134,16 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    dev = torch.device(cfg.device)
+    use_fast_dropout(model).to(dev)
     inputs_np, targets_np = data.train_windows(cfg.stride)
-    inputs, targets = torch.as_tensor(inputs_np), torch.as_tensor(targets_np)
+    inputs, targets = torch.as_tensor(inputs_np).to(dev), torch.as_tensor(targets_np).to(dev)
     log.info("all-position training: %d windows, %d targets", len(inputs), int((targets > 0).sum()))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
+    budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else math.inf
+    total_steps = cfg.epochs * len(_window_batches(targets_np, cfg.batch_size, torch.Generator()))
+    step = 0
     t_start = time.perf_counter()
     bar = progress(range(cfg.epochs), desc="SASRec", unit="epoch")  # ETA: to the epoch limit (early stop may end sooner)
     for epoch in bar:
@@ -111,12 +151,18 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
         t0, total, n = time.perf_counter(), 0.0, 0
         batches = _window_batches(targets_np, cfg.batch_size, gen)
         for idx in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
-            loss = allpos_loss(model, inputs[idx], targets[idx])
+            done = max(step / total_steps, (time.perf_counter() - t_start) / budget_s)
+            for group in opt.param_groups:
+                group["lr"] = cfg.learning_rate * lr_factor(done, cfg.lr_schedule, cfg.warmup)
+            idx = idx.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss = allpos_loss(model, inputs[idx], targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, n = total + float(loss.detach()), n + 1
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), "train_seconds": time.perf_counter() - t0}
+            total, n, step = total + float(loss.detach()), n + 1, step + 1
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "train_seconds": time.perf_counter() - t0,
+               "lr": opt.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
             score = row["valid_ndcg@10"]
@@ -139,7 +185,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
             break
     bar.close()
     model.load_state_dict(best_state)
-    model.eval()
+    model.to("cpu").eval()
     return model, history
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from popsteer.errors import PopSteerError
+from popsteer.topk import topk_relu_sparse
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,10 @@ def steer_preactivations(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.Tensor,
                            batch_size: int = 4096) -> torch.Tensor:
-    """Decode steered pre-activations: ReLU, TopK(K), decode. (U, n) -> (U, d).
+    """Decode steered pre-activations: ReLU, TopK(K), sparse decode. (U, n) -> (U, d).
 
     Streams over user batches, so no second (U, n) tensor is ever held.
     """
     with torch.no_grad():
-        return torch.cat([sae.decode(sae.encode(steer_preactivations(h[s : s + batch_size], delta)))
+        return torch.cat([sae.decode_sparse(*topk_relu_sparse(steer_preactivations(h[s : s + batch_size], delta), sae.k))
                           for s in range(0, h.shape[0], batch_size)])

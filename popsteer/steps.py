@@ -24,7 +24,14 @@ def train_recommender(args: argparse.Namespace) -> dict:
     hp = SASRecConfig(**(SMALL_SASREC if getattr(args, "small", False) else {}))
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, stopping_step=args.stopping_step, seed=args.seed,
-                      stride=min(args.stride, hp.max_len), time_budget_min=args.time_budget_min)
+                      stride=min(args.stride, hp.max_len), time_budget_min=args.time_budget_min,
+                      lr_schedule=getattr(args, "lr_schedule", "constant"), warmup=getattr(args, "warmup", 0.02),
+                      precision=getattr(args, "precision", "fp32"), device=getattr(args, "device", "cpu"))
+    if cfg.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PopSteerError(f"--device {cfg.device}: no CUDA GPU is available on this machine")
     data = load_dataset(args.dataset, args.data_dir, max_len=hp.max_len)
     out = checkpoint.default_path(args.out_dir, f"SASRec-{checkpoint.seed_timestamp()}-{data.name}")
     t0 = time.perf_counter()
@@ -44,7 +51,7 @@ def train_recommender(args: argparse.Namespace) -> dict:
     log.info("best valid : %s", _fmt(valid))
     log.info("test result: %s", _fmt(test))
     log.info("saved %s", out)
-    return {"checkpoint": str(out), "best_epoch": best_epoch, "train_minutes": round(minutes, 2),
+    return {"checkpoint": str(out), "best_epoch": best_epoch, "epochs": len(history), "train_minutes": round(minutes, 2),
             "best_valid": valid, "test_result": test}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 import yaml
 
 from cli_util import ROOT
@@ -165,6 +166,9 @@ A = ("--data-dir", "{adata}", "--out-dir", "{w}/saved")  # the data folder holdi
 STEER = ("--num_neurons", "8", "--alpha", "1")
 
 
+_HAS_CUDA = torch.cuda.is_available()
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -262,6 +266,12 @@ CASES = [
     Case("stride-zero", ("train-recommender", "--stride", "0", *D), ("stride must be >= 1, got 0",)),
     Case("unknown-trainer", ("train-recommender", "--trainer", "magic", *D), ("unknown trainer 'magic'",)),
     Case("time-budget-zero", ("train-recommender", "--time-budget-min", "0", *D), ("time_budget_min", "0")),
+    Case("lr-schedule-unknown", ("train-recommender", "--lr-schedule", "linear", *D), ("unknown lr_schedule 'linear'",)),
+    Case("warmup-one", ("train-recommender", "--lr-schedule", "cosine", "--warmup", "1", *D), ("warmup", "1")),
+    Case("precision-unknown", ("train-recommender", "--precision", "fp8", *D), ("unknown precision 'fp8'",)),
+    Case("device-unknown", ("train-recommender", "--device", "tpu", *D), ("device", "tpu")),
+    *([] if _HAS_CUDA else [Case("device-cuda-absent", ("train-recommender", "--device", "cuda", *D),
+                                 ("--device cuda", "no CUDA GPU"))]),
     Case("alpha-negative", ("steer", "-p", "{sae}", "--num_neurons", "8", "--alpha", "-1", *A), ("alpha", "-1")),
     Case("alpha-nan", ("steer", "-p", "{sae}", "--num_neurons", "8", "--alpha", "nan", *A), ("alpha", "nan")),
     Case("alpha-inf", ("steer", "-p", "{sae}", "--num_neurons", "8", "--alpha", "inf", *A), ("alpha", "inf")),

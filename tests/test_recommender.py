@@ -20,3 +20,20 @@ def test_encode_prefixes_matches_per_prefix_forward(small_sasrec, ml100k_small):
         approx = encode_prefixes(model, data, stride=stride)
         assert approx.shape == exact.shape
         assert torch.allclose(approx[whole_history], exact[whole_history], atol=1e-5)
+
+
+def test_recbole_import_leaves_anomaly_mode_off():
+    """RecBole's sine.py turns torch's anomaly mode on at import (~1.5x slower training); the adapter undoes it."""
+    import subprocess
+    import sys
+
+    raw = ("import numpy as np, torch; np.float_ = np.float64; np.complex_ = np.complex128; np.unicode_ = np.str_;"
+           "import recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())")
+    fenced = ("import torch; from popsteer.config import SASRecConfig; from popsteer.data import find_inter_file;"
+              "from popsteer.recbole_adapter import RecBolePipeline, build_sasrec;"
+              "build_sasrec(10, SASRecConfig()); print(torch.is_anomaly_enabled());"
+              "p = RecBolePipeline('ml-100k', find_inter_file('ml-100k', None), SASRecConfig());"
+              "p.trainer(p.new_model()); print(torch.is_anomaly_enabled()); p.close()")
+    out = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout.split()
+           for c in (raw, fenced)]
+    assert out[0][-1:] == ["True"] and out[1][-2:] == ["False", "False"]

@@ -107,3 +107,26 @@ def test_batched_grid_equals_per_point(user_chunk):
     want = [evaluate_point(sae, h, item_emb, ev, scores, p) for p in points]
     np.testing.assert_equal(rows, want)  # exact; NaN (a group with no target) equals NaN
     assert len({r["gini@10"] for r in rows}) > 1  # the points really differ
+
+
+@pytest.mark.parametrize("k", [1, 4, 32])
+def test_candidate_topk_equals_eager(k):
+    """TopK over a group's candidate columns == the eager top-k of every steered row, exactly."""
+    from popsteer.grid_topk import CandidateTopK
+    from popsteer.topk import _eager_topk_relu_sparse
+
+    g = torch.Generator().manual_seed(k)
+    n = 256
+    h = torch.randn(50, n, generator=g)  # (50, n)
+    h[:6] = (h[:6] * 2).round() / 2  # ties inside and at the boundary
+    h[6] = -1.0  # nothing positive: zeros, lowest columns first
+    h[7, : k // 2] = 5.0  # fewer positives than k
+    h[7, k // 2 :] = -5.0
+    direction = torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.4)  # some columns unsteered
+    deltas = torch.stack([a * direction for a in (0.0, 1.0, 2.5, 4.0)])  # (4, n), one N group
+    latents = CandidateTopK(h, deltas, k)
+    assert (~latents.pad).sum(1).float().median() < n / 2  # most rows rank few of their columns
+    for delta in deltas:
+        v, i = latents(delta)
+        ve, ie = _eager_topk_relu_sparse(h + delta, k)
+        assert torch.equal(i, ie) and torch.equal(v, ve)

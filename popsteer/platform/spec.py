@@ -48,6 +48,10 @@ class TrainRecommenderSpec:
     stopping_step: int = 10
     time_budget_min: float | None = None
     """Stop after this many minutes (best epoch kept)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """cosine: warm-up, then decay to 0 at the last epoch or at time_budget_min."""
+    warmup: float = 0.02
+    """Fraction of training warming the learning rate up (cosine)."""
     cpus: float = 1.0
     """CPUs of the Ray task that trains it."""
 

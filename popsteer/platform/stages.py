@@ -38,7 +38,7 @@ def _expected_recommender(spec: SweepSpec) -> tuple[dict, dict]:
     hp = SASRecConfig(**(SMALL_SASREC if tr.small else {}))
     train = TrainConfig(trainer="allpos", epochs=tr.epochs, learning_rate=tr.learning_rate, batch_size=tr.batch_size,
                         stopping_step=tr.stopping_step, seed=tr.seed, stride=min(tr.stride, hp.max_len),
-                        time_budget_min=tr.time_budget_min)
+                        time_budget_min=tr.time_budget_min, lr_schedule=tr.lr_schedule, warmup=tr.warmup)
     return asdict(hp), asdict(train)
 
 
@@ -49,7 +49,8 @@ def _train_recommender_task(tr: TrainRecommenderSpec, dataset: str, data_dir: st
     setup_logging(False)
     args = argparse.Namespace(dataset=dataset, trainer="allpos", epochs=tr.epochs, learning_rate=tr.learning_rate,
                               batch_size=tr.batch_size, stopping_step=tr.stopping_step, seed=tr.seed, stride=tr.stride,
-                              time_budget_min=tr.time_budget_min, small=tr.small, data_dir=data_dir, out_dir=out_dir)
+                              time_budget_min=tr.time_budget_min, lr_schedule=tr.lr_schedule, warmup=tr.warmup,
+                              small=tr.small, data_dir=data_dir, out_dir=out_dir)
     return train_recommender(args)["checkpoint"]
 
 
@@ -63,7 +64,9 @@ def recommender_stage(spec: SweepSpec) -> Path:
     hp, train = _expected_recommender(spec)
     for path in sorted(folder.glob(f"SASRec-*-{spec.dataset}.safetensors"), reverse=True):
         meta = checkpoint.read_meta(path)
-        if meta.get("dataset") == spec.dataset and meta.get("sasrec") == hp and meta.get("train") == train:
+        trained = meta.get("train")  # fields added since it was written count as their defaults
+        if (meta.get("dataset") == spec.dataset and meta.get("sasrec") == hp and trained
+                and {**asdict(TrainConfig()), **trained} == train):
             log.info("base recommender reused: %s", path)
             return path
     log.info("training the base recommender (%s, %d epochs) as a Ray task", spec.dataset, spec.train_recommender.epochs)
