@@ -395,3 +395,19 @@ def test_full_tmpfs_during_checkpoint_save_keeps_the_old_one(small_tmpfs):
         checkpoint.save(path, {"w": torch.ones(300_000)}, {"kind": "sae", "d": 1})  # 1.2 MB > 1 MiB
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     _assert_survived(path, digest)
+
+
+def test_runs_created_without_params_get_them_when_found_again(tmp_path):
+    """A driver killed between create_run and log_batch left runs without params; a resume fills them in."""
+    from popsteer.platform.tracking import SWEEP_KEY_TAG, TRIAL_KEY_TAG, Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "half-created", "sweep-key")
+    client = tracker.client
+    parent = client.create_run(tracker._experiment_id(), tags={SWEEP_KEY_TAG: "sweep-key", "popsteer.kind": "sweep"})
+    assert tracker.start_parent("p", {"dataset": "ml-1m"}) == parent.info.run_id
+    child = client.create_run(tracker._experiment_id(), tags={
+        "mlflow.parentRunId": parent.info.run_id, TRIAL_KEY_TAG: "k4-s2-r0", "popsteer.kind": "trial"})
+    assert tracker.child_run("k4-s2-r0", {"sae": {"k": 4}, "trial": {"k": 4}}) == child.info.run_id
+    assert client.get_run(parent.info.run_id).data.params == {"dataset": "ml-1m"}
+    assert client.get_run(child.info.run_id).data.params == {"sae.k": "4", "trial.k": "4"}
+    tracker.child_run("k4-s2-r0", {"sae": {"k": 4}, "trial": {"k": 4}})  # found again: nothing to add, no error

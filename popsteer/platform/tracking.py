@@ -148,6 +148,7 @@ class Tracker:
             log.info("MLflow parent run %s (%s) in experiment '%s'", run.info.run_id, redact_text(self.tracking_uri),
                      self.experiment)
         else:
+            self._log_missing_params(run, params)
             self.client.update_run(run.info.run_id, status="RUNNING")
             log.info("MLflow parent run %s resumed", run.info.run_id)
         self.parent_run_id = run.info.run_id
@@ -161,7 +162,16 @@ class Tracker:
                 "mlflow.parentRunId": self.parent_run_id, TRIAL_KEY_TAG: key, "popsteer.kind": "trial",
                 **redact_all(tags or {})})
             self._log_params(run.info.run_id, flatten(params))
+        else:
+            self._log_missing_params(run, params)
         return run.info.run_id
+
+    def _log_missing_params(self, run, params: dict) -> None:
+        """A run found again may lack its params: a driver killed between create_run and log_batch."""
+        missing = {k: v for k, v in flatten(params).items() if k not in run.data.params}
+        if missing:
+            log.info("MLflow run %s: logging %d params it was created without", run.info.run_id, len(missing))
+            self._log_params(run.info.run_id, missing)
 
     def finish(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
         self.client.set_terminated(run_id, status=status, end_time=end_time)
