@@ -118,12 +118,16 @@ def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * rest))
 
 
+def _windows_per_batch(targets: np.ndarray, batch_targets: int) -> int:
+    """How many windows hold about ``batch_targets`` targets."""
+    per_window = max(1.0, float((targets > 0).sum()) / len(targets))
+    return max(1, int(round(batch_targets / per_window)))
+
+
 def _window_batches(targets: np.ndarray, batch_targets: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Shuffled groups of windows holding about ``batch_targets`` targets each."""
-    per_window = max(1.0, float((targets > 0).sum()) / len(targets))
-    size = max(1, int(round(batch_targets / per_window)))
     perm = torch.randperm(len(targets), generator=gen)
-    return list(perm.split(size))
+    return list(perm.split(_windows_per_batch(targets, batch_targets)))
 
 
 def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
@@ -142,7 +146,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
     budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else math.inf
-    total_steps = cfg.epochs * len(_window_batches(targets_np, cfg.batch_size, torch.Generator()))
+    total_steps = cfg.epochs * math.ceil(len(targets_np) / _windows_per_batch(targets_np, cfg.batch_size))
     step = 0
     t_start = time.perf_counter()
     bar = progress(range(cfg.epochs), desc="SASRec", unit="epoch")  # ETA: to the epoch limit (early stop may end sooner)

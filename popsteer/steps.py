@@ -25,8 +25,8 @@ def train_recommender(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, stopping_step=args.stopping_step, seed=args.seed,
                       stride=min(args.stride, hp.max_len), time_budget_min=args.time_budget_min,
-                      lr_schedule=getattr(args, "lr_schedule", "constant"), warmup=getattr(args, "warmup", 0.02),
-                      precision=getattr(args, "precision", "fp32"), device=getattr(args, "device", "cpu"))
+                      **{f: getattr(args, f) for f in ("lr_schedule", "warmup", "precision", "device")
+                         if hasattr(args, f)})  # callers that do not set them get TrainConfig's defaults
     if cfg.device != "cpu":
         import torch
 
