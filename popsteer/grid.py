@@ -4,13 +4,15 @@ validation-tuned pick (METHOD.md section 4).
 Users are encoded once; the SAE pre-activations h (U, n) are cached; a grid point is a
 cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table. Every point is
 evaluated on a small chunk of users before the next chunk, so the working set stays in
-cache and h is read once per chunk, not once per point. The points of one N share the
+cache and h is read once per chunk, not once per point. All points of a chunk share the
 candidate columns of their TopK (``popsteer.grid_topk``), and the decode is sparse.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,17 @@ class GridPoint:
     alpha: float
 
 
+@contextmanager
+def single_threaded_torch():
+    """torch's intra-op threads set to 1 for the block (our own threads share the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[GridPoint]:
     """The METHOD.md grid, N capped at the SAE's hidden size (duplicates dropped)."""
     capped = sorted({min(int(n), n_hidden) for n in ns})
@@ -42,33 +55,45 @@ def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[Gri
 
 def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
                   scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False,
-                  user_chunk: int = 256) -> list[dict]:
+                  user_chunk: int = 256, workers: int | None = None) -> list[dict]:
     """One metric row per grid point. h: (U, n) cached pre-activations of the split's users.
 
     Batched: users are taken ``user_chunk`` at a time and every grid point is evaluated on
     the chunk before moving on, so the chunk's pre-activations, codes, reconstructions and
-    item scores stay in cache; only each point's (U, k) top-k lists are kept. The result is
-    exactly ``evaluate_point`` for every point (same ops per row, in the same order).
+    item scores stay in cache; only each point's (U, k) top-k lists are kept. Chunks are
+    shared among ``workers`` threads (default: torch's thread count), each running torch
+    single-threaded: most per-chunk ops are too small for torch's own intra-op threads.
+    The result is exactly ``evaluate_point`` for every point (same ops per row, in the same
+    order).
     """
     if not points:
         return []
     deltas = torch.stack([steering_delta(scores, p.num_neurons, p.alpha, swap_sigma) for p in points])  # (P, n)
-    groups: dict[int, list[int]] = {}  # N -> its points: one candidate set per chunk and N
-    for i, p in enumerate(points):
-        groups.setdefault(p.num_neurons, []).append(i)
-    n_users, k = h.shape[0], evaluator.k
-    topk = np.empty((len(points), n_users, k), dtype=np.int32)  # (P, U, k) item ids
-    with torch.no_grad():
-        for s in progress(range(0, n_users, user_chunk), desc="steering grid", unit="chunk", leave=False):
+    n_users, k, P = h.shape[0], evaluator.k, len(points)
+    topk = np.empty((P, n_users, k), dtype=np.int32)  # (P, U, k) item ids
+    starts = list(range(0, n_users, user_chunk))
+
+    def chunk(s: int) -> None:
+        with torch.no_grad():
             hc = h[s : s + user_chunk]  # (C, n)
-            for members in groups.values():
-                if len(members) == 1:  # nothing to share: the plain top-k (as evaluate_point)
-                    latents = lambda delta: topk_relu_sparse(hc + delta, sae.k)  # noqa: E731
-                else:
-                    latents = CandidateTopK(hc, deltas[members], sae.k)
-                x_hat = torch.cat([sae.decode_sparse(*latents(deltas[i])) for i in members])  # (G C, d)
-                items = evaluator.topk(x_hat, item_emb).reshape(len(members), len(hc), k)  # one scoring pass
-                topk[members, s : s + user_chunk] = items
+            if P == 1:  # nothing to share: the plain top-k (as evaluate_point)
+                values, indices = topk_relu_sparse(hc + deltas[0], sae.k)  # (C, K)
+            else:  # every point ranks only the chunk's candidate columns
+                values, indices = CandidateTopK(hc, deltas, sae.k)(deltas)  # (P, C, K)
+            x_hat = sae.decode_sparse(values.reshape(-1, sae.k), indices.reshape(-1, sae.k))  # (P C, d)
+            topk[:, s : s + user_chunk] = evaluator.topk(x_hat, item_emb).reshape(P, len(hc), k)
+
+    workers = max(1, min(workers or torch.get_num_threads(), len(starts)))
+    bar = progress(total=len(starts), desc="steering grid", unit="chunk", leave=False)
+    if workers == 1:
+        for s in starts:
+            chunk(s)
+            bar.update()
+    else:
+        with single_threaded_torch(), ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(chunk, starts):
+                bar.update()
+    bar.close()
     return [{"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator.metrics_of_topk(topk[i])}
             for i, p in enumerate(points)]
 

@@ -25,7 +25,7 @@ from popsteer.recbole_adapter import build_sasrec, sequence_output
 log = logging.getLogger(__name__)
 
 
-def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 512,
+def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 256,
                  train_mode: bool = False) -> torch.Tensor:
     """SASRec's user representation: last-layer output at ``seq_len - 1``, shape (U, d).
 

@@ -1,4 +1,5 @@
-"""Ray Data encoding (an actor pool over the frozen SASRec) == the single-process ``encode_users``."""
+"""Ray Data encoding (an actor pool over the frozen SASRec) == the single-process ``encode_users``
+(one row per sequence) and ``encode_prefixes`` (training prefixes from all-position windows)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_
     from popsteer import checkpoint
     from popsteer.analysis import profile_lengths
     from popsteer.platform.encode import SPLITS, encode_inputs, ensure_encoded
-    from popsteer.recommender import encode_users
+    from popsteer.recommender import encode_prefixes, encode_users
 
     model, path = small_sasrec
     root = tmp_path_factory.getbasetemp() / "encoded"  # shared with the recovery tests
@@ -25,9 +26,13 @@ def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_
     manifest = json.loads((encoded.folder / "manifest.json").read_text())
     assert manifest["checkpoint_sha256"] == checkpoint.file_sha256(path)
     inputs = encode_inputs(ml100k_small, 2020)
+    assert manifest["prefix_stride"] == 10
     for split in SPLITS:
-        seq, ln = inputs[split]
-        want = encode_users(model, seq, ln).numpy()
+        if split == "train":  # all-position windows, one row per training (prefix, target) pair
+            want = encode_prefixes(model, ml100k_small, stride=10).numpy()
+            assert len(want) == len(ml100k_small.train_prefix_pairs()[0])
+        else:
+            want = encode_users(model, *inputs[split]).numpy()
         got = encoded.read(split)
         assert manifest["splits"][split]["shape"] == list(want.shape)
         np.testing.assert_array_equal(got, want, err_msg=split)  # bit-exact on CPU

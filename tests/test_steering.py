@@ -82,15 +82,18 @@ def test_grid_and_pick():
     assert pick_point(rows[1:2], base) is None
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("user_chunk", [1, 37, 256, 10_000])
-def test_batched_grid_equals_per_point(user_chunk):
-    """Chunked multi-point evaluation == one full reconstruction + scoring per point, exactly."""
+def test_batched_grid_equals_per_point(user_chunk, workers):
+    """Chunked multi-point evaluation (in 1 or 3 threads) == one full reconstruction + scoring
+    per point, exactly."""
     from popsteer.evaluate import Evaluator
     from popsteer.grid import evaluate_grid, evaluate_point
     from popsteer.popularity import PopularityGroups
     from popsteer.sae import SAEConfig, TopKSAE
 
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
     n_users, d, n_items = 301, 16, 97
     sae = TopKSAE(d, SAEConfig(k=4, scale=8))  # 128 latents
@@ -103,7 +106,8 @@ def test_batched_grid_equals_per_point(user_chunk):
     n = 128
     scores = NeuronScores(d=rng.normal(size=n), sigma_pop=rng.uniform(0.1, 1, n), sigma_unpop=rng.uniform(0.1, 1, n))
     points = grid_points(n, ns=(16, 64, 128), alphas=(0.0, 1.0, 3.5))
-    rows = evaluate_grid(sae, h, item_emb, ev, scores, points, user_chunk=user_chunk)
+    rows = evaluate_grid(sae, h, item_emb, ev, scores, points, user_chunk=user_chunk, workers=workers)
+    assert torch.get_num_threads() == threads  # the threaded path gives torch its threads back
     want = [evaluate_point(sae, h, item_emb, ev, scores, p) for p in points]
     np.testing.assert_equal(rows, want)  # exact; NaN (a group with no target) equals NaN
     assert len({r["gini@10"] for r in rows}) > 1  # the points really differ
@@ -124,9 +128,9 @@ def test_candidate_topk_equals_eager(k):
     h[7, k // 2 :] = -5.0
     direction = torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.4)  # some columns unsteered
     deltas = torch.stack([a * direction for a in (0.0, 1.0, 2.5, 4.0)])  # (4, n), one N group
-    latents = CandidateTopK(h, deltas, k)
-    assert (~latents.pad).sum(1).float().median() < n / 2  # most rows rank few of their columns
-    for delta in deltas:
-        v, i = latents(delta)
+    latents = CandidateTopK(h, deltas, k, buckets=3)
+    assert latents.counts.float().median() < n / 2  # most rows rank few of their columns
+    values, indices = latents(deltas)  # (4, 50, k)
+    for delta, v, i in zip(deltas, values, indices):
         ve, ie = _eager_topk_relu_sparse(h + delta, k)
         assert torch.equal(i, ie) and torch.equal(v, ve)

@@ -3,9 +3,11 @@
 SASRec is frozen, so its user representation x (d per row) of the training prefixes, the
 valid and test users and the synthetic popular / unpopular profiles (METHOD.md section 3)
 is computed once: ``map_batches`` over an actor pool whose class UDF loads the checkpoint
-once per actor and calls ``encode_users``. The result is a folder
+once per actor and calls ``encode_users`` (one row per sequence) or, for the training
+prefixes, ``sequence_output`` on all-position windows (one row per taken position, as
+``recommender.encode_prefixes``; ~max_len / stride fewer forwards). The result is a folder
 
-    <root>/<dataset>-<sha256[:16]>-p<profile_seed>[-trainmode]/
+    <root>/<dataset>-<sha256[:16]>-p<profile_seed>-s<prefix_stride>[-trainmode]/
         split=<split>/*.parquet     columns: row (int64), x (fixed_size_list<float32>[d])
         manifest.json               checkpoint and inputs sha256, dataset, max_len, d, rows per split
 
@@ -40,21 +42,27 @@ from popsteer.popularity import PopularityGroups
 
 log = logging.getLogger(__name__)
 
-FORMAT = "popsteer-encoded/1"
+FORMAT = "popsteer-encoded/2"  # 2: training prefixes from windows (prefix_stride)
 SPLITS = ("train", "valid", "test", "popular", "unpopular")
 """train: every training (prefix, target) pair; valid/test: one row per user; popular/unpopular:
 the synthetic profiles of ``analyze_neurons`` (seeds profile_seed and profile_seed + 1)."""
 
 
-def encode_inputs(data: SequenceData, profile_seed: int = 2020) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(item_seq (N, max_len), seq_len (N,)) of every split, exactly as the single-process steps build them."""
-    seq, ln, _ = data.train_prefix_pairs()
+def encode_inputs(data: SequenceData, profile_seed: int = 2020,
+                  prefix_stride: int = 10) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The inputs of every split, exactly as the single-process steps build them.
+
+    train: (windows (W, max_len), take (W, max_len) bool), ``data.train_windows(prefix_stride)``:
+    one output row per taken position, in (user, position) order. Other splits:
+    (item_seq (N, max_len), seq_len (N,)), one output row per sequence.
+    """
+    windows, targets = data.train_windows(min(prefix_stride, data.max_len))
     groups = PopularityGroups.from_counts(data.train_target_counts())
     lengths = profile_lengths(data)
     popular = synthetic_profiles(lengths, np.flatnonzero(groups.head), data.max_len, profile_seed)
     unpopular = synthetic_profiles(lengths, np.flatnonzero(groups.tail), data.max_len, profile_seed + 1)
     return {
-        "train": (seq, ln),
+        "train": (windows, targets > 0),
         "valid": data.split("valid")[:2],
         "test": data.split("test")[:2],
         "popular": (popular, lengths),
@@ -93,7 +101,10 @@ class SASRecEncoder:
     """Ray Data class UDF: loads the SASRec checkpoint once per actor, encodes batches of sequences.
 
     Input batch (pyarrow): split (string), row (int64), seq (fixed_size_list<int32>[max_len]),
-    len (int32). Output: split, row, x (fixed_size_list<float32>[d]).
+    len (int32), take (fixed_size_list<bool>[max_len]). A row with a ``take`` is an
+    all-position window: it gives one output row per taken position, numbered from its
+    ``row``; any other row gives one output row, its sequence's representation. Output:
+    split, row, x (fixed_size_list<float32>[d]).
     """
 
     def __init__(self, checkpoint_path: str, batch_size: int = 4096, train_mode_splits: tuple[str, ...] = (),
@@ -107,6 +118,7 @@ class SASRecEncoder:
         device = torch_device()
         self.model = model if device.type == "cpu" else _OnDevice(model, device)
         self.batch_size = batch_size
+        self.window_batch = 512 if device.type == "cpu" else 8192  # windows per forward (as encode_prefixes on CPU)
         self.train_mode_splits = tuple(train_mode_splits)
         self.seed = seed
         self._torch = torch
@@ -123,20 +135,50 @@ class SASRecEncoder:
                              "x": pa.array([], pa.list_(pa.float32(), self.model_d()))})
         seq = _fixed_list_to_numpy(batch["seq"], np.int64)  # (B, L)
         ln = batch["len"].to_numpy().astype(np.int64)  # (B,)
+        take = _fixed_list_to_numpy(batch["take"], bool)  # (B, L)
         rows = batch["row"].to_numpy()
         split = np.asarray(batch["split"].to_pylist())
+        windowed = take.any(1)  # (B,)
         dropout = np.isin(split, self.train_mode_splits)  # QUIRK rows: SASRec's dropout on
-        x = None
-        for mask, train_mode in ((~dropout, False), (dropout, True)):
-            if not mask.any():
-                continue
-            if train_mode:  # reproducible dropout: seeded by the batch's first row
-                self._torch.manual_seed(self.seed + int(rows[mask][0]))
-            part = encode_users(self.model, seq[mask], ln[mask], self.batch_size, train_mode=train_mode).cpu().numpy()
-            if x is None:
-                x = np.empty((len(seq), part.shape[1]), dtype=np.float32)  # (B, d)
-            x[mask] = part
-        return pa.table({"split": batch["split"], "row": batch["row"], "x": _fixed_list(x.astype(np.float32))})
+        out_split, out_row, out_x = [], [], []
+        for win in (False, True):
+            for train_mode in (False, True):
+                mask = (windowed == win) & (dropout == train_mode)
+                if not mask.any():
+                    continue
+                if train_mode:  # reproducible dropout: seeded by the group's first row
+                    self._torch.manual_seed(self.seed + int(rows[mask][0]))
+                if win:
+                    x = self._windows(seq[mask], take[mask], train_mode)  # (P_b, d)
+                    counts = take[mask].sum(1)  # (W_b,)
+                    first = np.repeat(rows[mask] - np.cumsum(counts) + counts, counts)
+                    out_row.append(first + np.arange(len(x)))  # window's row + place among its taken
+                    out_split.append(np.repeat(split[mask], counts))
+                else:
+                    x = encode_users(self.model, seq[mask], ln[mask], self.batch_size, train_mode=train_mode).cpu().numpy()
+                    out_row.append(rows[mask])
+                    out_split.append(split[mask])
+                out_x.append(x.astype(np.float32))
+        return pa.table({"split": pa.array(np.concatenate(out_split).tolist(), pa.string()),
+                         "row": pa.array(np.concatenate(out_row).astype(np.int64)),
+                         "x": _fixed_list(np.concatenate(out_x))})
+
+    def _windows(self, windows: np.ndarray, take: np.ndarray, train_mode: bool) -> np.ndarray:
+        """windows (W, L), take (W, L) -> x (P, d) of the taken positions, in (window, position) order."""
+        from popsteer.recbole_adapter import sequence_output
+
+        torch = self._torch
+        model = getattr(self.model, "model", self.model)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.train(train_mode)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(windows), self.window_batch):
+                seq_out = sequence_output(model, torch.as_tensor(windows[s : s + self.window_batch]).to(device))
+                out.append(seq_out[torch.as_tensor(take[s : s + self.window_batch]).to(device)].cpu())  # (P_b, d)
+        model.train(was_training)
+        return torch.cat(out).numpy()
 
 
 class _OnDevice:
@@ -191,24 +233,38 @@ class EncodedData:
         return cls(folder, json.loads(path.read_text()))
 
 
-def folder_key(dataset: str, sha256: str, profile_seed: int, train_mode: bool) -> str:
-    return f"{dataset}-{sha256[:16]}-p{profile_seed}" + ("-trainmode" if train_mode else "")
+def folder_key(dataset: str, sha256: str, profile_seed: int, train_mode: bool, prefix_stride: int) -> str:
+    return f"{dataset}-{sha256[:16]}-p{profile_seed}-s{prefix_stride}" + ("-trainmode" if train_mode else "")
 
 
 def manifest_matches(manifest: dict, expected: dict) -> bool:
     return all(manifest.get(k) == v for k, v in expected.items())
 
 
+def output_rows(inputs: tuple[np.ndarray, np.ndarray]) -> int:
+    """Rows a split's inputs encode to: its taken window positions, or one per sequence."""
+    seq, second = inputs
+    return int(second.sum()) if second.ndim == 2 else len(seq)
+
+
 def _input_blocks(inputs: dict[str, tuple[np.ndarray, np.ndarray]], block_rows: int) -> list[pa.Table]:
     blocks = []
-    for split, (seq, ln) in inputs.items():
+    for split, (seq, second) in inputs.items():
+        if second.ndim == 2:  # windows: (take (W, L) bool), each numbered from its first output row
+            take = second
+            ln = take.sum(1)
+            first = np.cumsum(ln) - ln
+        else:
+            take = np.zeros(seq.shape, dtype=bool)
+            ln, first = second, np.arange(len(seq))
         for s in range(0, len(seq), block_rows):
             chunk = seq[s : s + block_rows]
             blocks.append(pa.table({
                 "split": pa.array([split] * len(chunk), pa.string()),
-                "row": pa.array(np.arange(s, s + len(chunk), dtype=np.int64)),
+                "row": pa.array(first[s : s + block_rows].astype(np.int64)),
                 "seq": _fixed_list(chunk.astype(np.int32)),
                 "len": pa.array(ln[s : s + block_rows].astype(np.int32)),
+                "take": _fixed_list(take[s : s + block_rows]),
             }))
     return blocks
 
@@ -238,7 +294,8 @@ def run_encoding(checkpoint_path: str, inputs: dict[str, tuple[np.ndarray, np.nd
 
 def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, root: str | Path, *, profile_seed: int = 2020,
                    sasrec_train_mode: bool = False, actors: int = 2, cpus_per_actor: float = 0.5,
-                   gpus_per_actor: float | None = None, batch_size: int = 4096, block_rows: int = 8192) -> EncodedData:
+                   gpus_per_actor: float | None = None, batch_size: int = 4096, block_rows: int = 8192,
+                   prefix_stride: int = 10) -> EncodedData:
     """The encoded folder of this checkpoint and dataset: reused when its manifest matches, else computed."""
     from popsteer.platform.cluster import cluster_gpus
 
@@ -247,9 +304,9 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, root: str | 
     sha = checkpoint.file_sha256(checkpoint_path)
     expected = {"format": FORMAT, "checkpoint_sha256": sha, "dataset": data.name, "max_len": data.max_len,
                 "inputs_sha256": inputs_digest(data), "profile_seed": profile_seed,
-                "sasrec_train_mode": bool(sasrec_train_mode)}
+                "sasrec_train_mode": bool(sasrec_train_mode), "prefix_stride": min(prefix_stride, data.max_len)}
     root = Path(root)
-    folder = root / folder_key(data.name, sha, profile_seed, sasrec_train_mode)
+    folder = root / folder_key(data.name, sha, profile_seed, sasrec_train_mode, expected["prefix_stride"])
     if (folder / "manifest.json").exists():
         found = EncodedData.open(folder)
         if manifest_matches(found.manifest, expected):
@@ -259,7 +316,7 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, root: str | 
         shutil.rmtree(folder)
     elif folder.exists():
         shutil.rmtree(folder)  # left without a manifest: incomplete
-    inputs = encode_inputs(data, profile_seed)
+    inputs = encode_inputs(data, profile_seed, prefix_stride)
     gpus = gpus_per_actor if gpus_per_actor is not None else (1.0 if cluster_gpus() > 0 else 0.0)
     tmp = root / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
@@ -269,7 +326,7 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, root: str | 
                      train_mode_splits=("train",) if sasrec_train_mode else (), seed=profile_seed)
         d = int(meta["sasrec"]["hidden_size"])
         manifest = dict(expected, checkpoint=str(checkpoint_path), d=d, seconds=round(time.perf_counter() - t0, 2),
-                        splits={s: {"rows": int(len(inputs[s][0])), "shape": [int(len(inputs[s][0])), d]} for s in SPLITS},
+                        splits={s: {"rows": output_rows(inputs[s]), "shape": [output_rows(inputs[s]), d]} for s in SPLITS},
                         created=_dt.datetime.now().isoformat(timespec="seconds"))
         write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
         try:

@@ -80,10 +80,14 @@ class EncodeSpec:
     """Seed of the synthetic popular (seed) / unpopular (seed + 1) profiles, as ``analyze_neurons``."""
     sasrec_train_mode: bool = False
     """QUIRK of the reference: encode the training prefixes with SASRec's dropout on."""
+    prefix_stride: int = 10
+    """Training prefixes come from all-position passes over windows with this stride, as
+    ``train-sae --prefix-stride``: prefixes of <= max_len items are exact, longer ones see at
+    least max_len - stride + 1 items; 1 = exactly RecBole's per-prefix inputs (~max_len x slower)."""
 
     def __post_init__(self) -> None:
-        if self.actors < 1 or self.batch_size < 1 or self.block_rows < 1:
-            raise PopSteerError("encode.actors, encode.batch_size and encode.block_rows must be >= 1")
+        if self.actors < 1 or self.batch_size < 1 or self.block_rows < 1 or self.prefix_stride < 1:
+            raise PopSteerError("encode.actors, encode.batch_size, encode.block_rows and encode.prefix_stride must be >= 1")
         if not self.cpus_per_actor > 0:
             raise PopSteerError(f"encode.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
 

@@ -105,7 +105,8 @@ def stage_encode(spec: SweepSpec, rec: dict) -> dict:
     e = spec.encode
     encoded = ensure_encoded(rec["checkpoint"], data, spec.encoded_root, profile_seed=e.profile_seed,
                              sasrec_train_mode=e.sasrec_train_mode, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
-                             gpus_per_actor=e.gpus_per_actor, batch_size=e.batch_size, block_rows=e.block_rows)
+                             gpus_per_actor=e.gpus_per_actor, batch_size=e.batch_size, block_rows=e.block_rows,
+                             prefix_stride=e.prefix_stride)
     return write_stage(spec, "encode", {"encoded_dir": str(encoded.folder), "manifest": encoded.manifest})
 
 
