@@ -54,7 +54,7 @@ def one_size(n_items: int, n_users: int, points: int, chunk: int) -> dict:
     scores = NeuronScores(d=rng.normal(size=n), sigma_pop=rng.uniform(0.5, 1.5, n), sigma_unpop=rng.uniform(0.5, 1.5, n))
     with torch.no_grad():
         h = sae.preact(users)  # (U, n)
-    ev = Evaluator(targets=targets, groups=PopularityGroups.from_counts(counts), item_chunk=chunk, batch_size=4096)
+    ev = Evaluator(targets=targets, groups=PopularityGroups.from_counts(counts), item_chunk=chunk)  # 256-row batches
     pts = grid_points(n)[:points]
     t0 = time.perf_counter()
     rows = evaluate_grid(sae, h, emb, ev, scores, pts)

@@ -27,7 +27,8 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
     Args:
         reps: (U, d) user representations. item_emb: (n_items, d), row 0 = padding.
         item_chunk: score items in chunks of this many and keep a running top-k per user, so
-            memory is O(batch x (chunk + k)) instead of O(batch x n_items).
+            memory is O(batch x (chunk + k)) instead of O(batch x n_items), per calling thread
+            (``evaluate_grid`` runs one per worker).
     Returns:
         (U, k) int64 item ids, best first.
     """
