@@ -53,7 +53,7 @@ class CandidateTopK:
     def __call__(self, deltas: Tensor) -> tuple[Tensor, Tensor]:
         """deltas (G, n) of the group -> values (G, C, k), indices (G, C, k), each [g] equal to
         the eager top-k of h + deltas[g]."""
-        k, (C, n), G = self.k, self.h.shape, deltas.shape[0]
+        k, C, G = self.k, self.h.shape[0], deltas.shape[0]
         values = self.h.new_empty((G, C, k))
         indices = torch.empty((G, C, k), dtype=torch.long, device=self.h.device)
         tied = []
