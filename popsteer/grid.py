@@ -21,7 +21,7 @@ import torch
 from popsteer.evaluate import Evaluator
 from popsteer.grid_topk import CandidateTopK
 from popsteer.progress import progress
-from popsteer.steering import NeuronScores, steered_reconstruction, steering_delta
+from popsteer.steering import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
 from popsteer.topk import topk_relu_sparse
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor,
         with torch.no_grad():
             hc = h[s : s + user_chunk]  # (C, n)
             if P == 1:  # nothing to share: the plain top-k (as evaluate_point)
-                values, indices = topk_relu_sparse(hc + deltas[0], sae.k)  # (C, K)
+                values, indices = topk_relu_sparse(steer_preactivations(hc, deltas[0]), sae.k)  # (C, K)
             else:  # every point ranks only the chunk's candidate columns
                 values, indices = CandidateTopK(hc, deltas, sae.k)(deltas)  # (P, C, K)
             x_hat = sae.decode_sparse(values.reshape(-1, sae.k), indices.reshape(-1, sae.k))  # (P C, d)

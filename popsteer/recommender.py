@@ -55,13 +55,23 @@ def encode_prefixes(model: torch.nn.Module, data: SequenceData, stride: int = 10
     encoding every prefix separately.
     """
     inputs, targets = data.train_windows(stride)
+    return encode_windows(model, inputs, targets > 0, batch_size, train_mode)
+
+
+def encode_windows(model: torch.nn.Module, windows: np.ndarray, take: np.ndarray, batch_size: int = 512,
+                   train_mode: bool = False) -> torch.Tensor:
+    """All-position passes over windows (W, L): the outputs at the ``take`` (W, L) positions, (P, d).
+
+    Rows in (window, position) order; run on the model's device, returned on the CPU.
+    """
     was_training = model.training
     model.train(train_mode)
+    dev = next(model.parameters()).device
     out = []
     with torch.no_grad():
-        for s in progress(range(0, len(inputs), batch_size), desc="encode prefixes", unit="batch", leave=False):
-            seq_out = sequence_output(model, torch.as_tensor(inputs[s : s + batch_size]))  # (B, L, d)
-            out.append(seq_out[torch.as_tensor(targets[s : s + batch_size]) > 0])  # (P_b, d)
+        for s in progress(range(0, len(windows), batch_size), desc="encode prefixes", unit="batch", leave=False):
+            seq_out = sequence_output(model, torch.as_tensor(windows[s : s + batch_size]).to(dev))  # (B, L, d)
+            out.append(seq_out[torch.as_tensor(take[s : s + batch_size]).to(dev)].cpu())  # (P_b, d)
     model.train(was_training)
     return torch.cat(out)
 

@@ -4,7 +4,7 @@ SASRec is frozen, so its user representation x (d per row) of the training prefi
 valid and test users and the synthetic popular / unpopular profiles (METHOD.md section 3)
 is computed once: ``map_batches`` over an actor pool whose class UDF loads the checkpoint
 once per actor and calls ``encode_users`` (one row per sequence) or, for the training
-prefixes, ``sequence_output`` on all-position windows (one row per taken position, as
+prefixes, ``encode_windows`` on all-position windows (one row per taken position, as
 ``recommender.encode_prefixes``; ~max_len / stride fewer forwards). The result is a folder
 
     <root>/<dataset>-<sha256[:16]>-p<profile_seed>-s<prefix_stride>[-trainmode]/
@@ -116,7 +116,7 @@ class SASRecEncoder:
 
         model, _ = load_recommender(checkpoint_path)
         device = torch_device()
-        self.model = model if device.type == "cpu" else _OnDevice(model, device)
+        self.model = model.to(device)  # encode_users / encode_windows move inputs to it, outputs back
         self.batch_size = batch_size
         self.window_batch = 512 if device.type == "cpu" else 8192  # windows per forward (as encode_prefixes on CPU)
         self.train_mode_splits = tuple(train_mode_splits)
@@ -124,11 +124,10 @@ class SASRecEncoder:
         self._torch = torch
 
     def model_d(self) -> int:
-        model = getattr(self.model, "model", self.model)
-        return int(model.item_embedding.weight.shape[1])
+        return int(self.model.item_embedding.weight.shape[1])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from popsteer.recommender import encode_users
+        from popsteer.recommender import encode_users, encode_windows
 
         if batch.num_rows == 0:
             return pa.table({"split": batch["split"], "row": batch["row"],
@@ -149,52 +148,19 @@ class SASRecEncoder:
                 if train_mode:  # reproducible dropout: seeded by the group's first row
                     self._torch.manual_seed(self.seed + int(rows[mask][0]))
                 if win:
-                    x = self._windows(seq[mask], take[mask], train_mode)  # (P_b, d)
+                    x = encode_windows(self.model, seq[mask], take[mask], self.window_batch, train_mode).numpy()  # (P_b, d)
                     counts = take[mask].sum(1)  # (W_b,)
                     first = np.repeat(rows[mask] - np.cumsum(counts) + counts, counts)
                     out_row.append(first + np.arange(len(x)))  # window's row + place among its taken
                     out_split.append(np.repeat(split[mask], counts))
                 else:
-                    x = encode_users(self.model, seq[mask], ln[mask], self.batch_size, train_mode=train_mode).cpu().numpy()
+                    x = encode_users(self.model, seq[mask], ln[mask], self.batch_size, train_mode=train_mode).numpy()
                     out_row.append(rows[mask])
                     out_split.append(split[mask])
                 out_x.append(x.astype(np.float32))
         return pa.table({"split": pa.array(np.concatenate(out_split).tolist(), pa.string()),
                          "row": pa.array(np.concatenate(out_row).astype(np.int64)),
                          "x": _fixed_list(np.concatenate(out_x))})
-
-    def _windows(self, windows: np.ndarray, take: np.ndarray, train_mode: bool) -> np.ndarray:
-        """windows (W, L), take (W, L) -> x (P, d) of the taken positions, in (window, position) order."""
-        from popsteer.recbole_adapter import sequence_output
-
-        torch = self._torch
-        model = getattr(self.model, "model", self.model)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.train(train_mode)
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(windows), self.window_batch):
-                seq_out = sequence_output(model, torch.as_tensor(windows[s : s + self.window_batch]).to(device))
-                out.append(seq_out[torch.as_tensor(take[s : s + self.window_batch]).to(device)].cpu())  # (P_b, d)
-        model.train(was_training)
-        return torch.cat(out).numpy()
-
-
-class _OnDevice:
-    """Wraps a SASRec on a GPU so that ``encode_users`` (which builds CPU tensors) can drive it."""
-
-    def __init__(self, model, device) -> None:
-        self.model, self.device = model.to(device), device
-        self.training = False
-
-    def train(self, mode: bool = True):
-        self.training = mode
-        self.model.train(mode)
-        return self
-
-    def forward(self, seq, ln):
-        return self.model.forward(seq.to(self.device), ln.to(self.device)).cpu()
 
 
 # ------------------------------------------------------------------ the shared folder
