@@ -45,6 +45,9 @@ def add_train_recommender(sub) -> None:
     p.add_argument("--warmup", type=float, default=0.02, help="fraction of training warming the learning rate up (cosine)")
     p.add_argument("--precision", default="fp32", help="fp32, or bf16 autocast (faster on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (allpos trainer)")
+    p.add_argument("--ema-decay", dest="ema_decay", type=float, default=None,
+                   help="also score an exponential moving average of the weights (decay per step, e.g. 0.999) "
+                        "each epoch; the best of raw and averaged is kept")
     p.add_argument("--small", action="store_true",
                    help="a CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)")
     _common(p)

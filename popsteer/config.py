@@ -56,6 +56,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """allpos: bf16 = autocast matmuls to bfloat16 (weights and optimizer stay fp32)."""
     device: str = "cpu"
+    ema_decay: float | None = None
+    """allpos: also keep an exponential moving average of the weights (decay per optimizer step,
+    e.g. 0.999), score it on valid after every epoch beside the raw weights, and keep whichever
+    of all those scored best."""
 
     def __post_init__(self) -> None:
         if self.trainer not in ("allpos", "recbole"):
@@ -68,6 +72,10 @@ class TrainConfig:
             raise PopSteerError(f"warmup must be in [0, 1), got {self.warmup}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise PopSteerError(f"device must be cpu, cuda or cuda:N, got '{self.device}'")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise PopSteerError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.ema_decay is not None and self.trainer != "allpos":
+            raise PopSteerError("ema_decay needs the allpos trainer")
         if self.device != "cpu" and self.trainer != "allpos":
             raise PopSteerError(f"device {self.device} needs the allpos trainer (RecBole's trainer runs on CPU here)")
         for name in ("epochs", "batch_size", "stopping_step", "stride", "eval_every"):

@@ -15,6 +15,7 @@ import torch
 
 from popsteer.data import SequenceData
 from popsteer.metrics import topk_metrics
+from popsteer.native import row_topk
 from popsteer.popularity import PopularityGroups
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
             memory is O(batch x (chunk + k)) instead of O(batch x n_items), per calling thread
             (``evaluate_grid`` runs one per worker).
     Returns:
-        (U, k) int64 item ids, best first.
+        (U, k) int64 item ids, best first. Dense: exactly ``torch.topk`` over each user's scores
+        (what RecBole's evaluator ranks), through the native kernel. Chunked: the same items,
+        except where exactly equal scores straddle chunks (then either may be kept).
     """
     out = []
     n_items = item_emb.shape[0]
@@ -44,7 +47,7 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
         if dense:
             scores = torch.mm(x, emb_t, out=buf[: len(x)])  # (B, n_items)
             scores[:, 0] = -torch.inf
-            out.append(torch.topk(scores, k, dim=-1).indices)
+            out.append(row_topk(scores, k)[1])
             continue
         best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype, device=x.device)
         best_i = torch.zeros((x.shape[0], k), dtype=torch.long, device=x.device)
@@ -52,10 +55,10 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
             scores = x @ item_emb[c0 : c0 + item_chunk].T  # (B, C)
             if c0 == 0:
                 scores[:, 0] = -torch.inf
-            v, i = torch.topk(scores, min(k, scores.shape[1]), dim=-1)
+            v, i = row_topk(scores, min(k, scores.shape[1]))
             cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + c0], 1)
-            top = torch.topk(cat_v, k, dim=-1).indices
-            best_v, best_i = cat_v.gather(1, top), cat_i.gather(1, top)
+            best_v, top = row_topk(cat_v, k)
+            best_i = cat_i.gather(1, top)
         out.append(best_i)
     return torch.cat(out)
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from popsteer import checkpoint
 from popsteer.config import SASRecConfig, TrainConfig
 from popsteer.data import SequenceData
+from popsteer.ema import WeightEMA
 from popsteer.errors import PopSteerError
 from popsteer.evaluate import Evaluator
 from popsteer.progress import progress
@@ -144,7 +145,8 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train RecBole's SASRec with one forward pass per window (all positions predict).
 
-    Early-stops on valid NDCG@10 (patience ``cfg.stopping_step``) and returns the best model.
+    Early-stops on valid NDCG@10 (patience ``cfg.stopping_step``) and returns the best model
+    (with ``cfg.ema_decay``: the best of the raw and the averaged weights, ``kept`` in its history row).
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -154,6 +156,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     inputs, targets = torch.as_tensor(inputs_np).to(dev), torch.as_tensor(targets_np).to(dev)
     log.info("all-position training: %d windows, %d targets", len(inputs), int((targets > 0).sum()))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
     budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else math.inf
     total_steps = cfg.epochs * math.ceil(len(targets_np) / _windows_per_batch(targets_np, cfg.batch_size))
@@ -174,21 +177,30 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update()
             total, n, step = total + float(loss.detach()), n + 1, step + 1
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "train_seconds": time.perf_counter() - t0,
                "lr": opt.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
-            score = row["valid_ndcg@10"]
-            if score > best:
-                best, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                bad += 1
+            improved = False
+            if row["valid_ndcg@10"] > best:
+                best, best_state, improved = row["valid_ndcg@10"], copy.deepcopy(model.state_dict()), True
+                row["kept"] = "raw"
+            if ema is not None:
+                with ema.applied():
+                    row.update({f"ema_valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
+                    if row["ema_valid_ndcg@10"] > best:
+                        best, best_state, improved = row["ema_valid_ndcg@10"], copy.deepcopy(model.state_dict()), True
+                        row["kept"] = "ema"
+            bad = 0 if improved else bad + 1
         row["elapsed_minutes"] = (time.perf_counter() - t_start) / 60
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", best_ndcg=f"{best:.4f}")
-        log.info("epoch %d loss %.4f valid ndcg@10 %s (%.1fs)", epoch, row["train_loss"],
-                 f"{row.get('valid_ndcg@10', float('nan')):.4f}", row["train_seconds"])
+        log.info("epoch %d loss %.4f valid ndcg@10 %s%s (%.1fs)", epoch, row["train_loss"],
+                 f"{row.get('valid_ndcg@10', float('nan')):.4f}",
+                 f", ema {row['ema_valid_ndcg@10']:.4f}" if "ema_valid_ndcg@10" in row else "", row["train_seconds"])
         if on_epoch:
             on_epoch(epoch, row)
         if bad >= cfg.stopping_step:

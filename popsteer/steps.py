@@ -25,7 +25,7 @@ def train_recommender(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, stopping_step=args.stopping_step, seed=args.seed,
                       stride=min(args.stride, hp.max_len), time_budget_min=args.time_budget_min,
-                      **{f: getattr(args, f) for f in ("lr_schedule", "warmup", "precision", "device")
+                      **{f: getattr(args, f) for f in ("lr_schedule", "warmup", "precision", "device", "ema_decay")
                          if hasattr(args, f)})  # callers that do not set them get TrainConfig's defaults
     if cfg.device != "cpu":
         import torch
@@ -45,13 +45,15 @@ def train_recommender(args: argparse.Namespace) -> dict:
     minutes = (time.perf_counter() - t0) / 60
     valid = evaluate_model(model, data, "valid")
     test = evaluate_model(model, data, "test")
-    best_epoch = max(history, key=lambda r: r.get("valid_ndcg@10", -1))["epoch"]
+    kept = [r for r in history if "kept" in r]  # the allpos trainer marks the epochs whose weights it kept
+    best = kept[-1] if kept else max(history, key=lambda r: r.get("valid_ndcg@10", -1))
+    best_epoch, weights = best["epoch"], best.get("kept", "raw")
     save_recommender(out, model, data, hp, cfg, {"valid": valid, "test": test},
-                     {"history": history, "train_minutes": minutes, "best_epoch": best_epoch})
+                     {"history": history, "train_minutes": minutes, "best_epoch": best_epoch, "best_weights": weights})
     log.info("best valid : %s", _fmt(valid))
     log.info("test result: %s", _fmt(test))
     log.info("saved %s", out)
-    return {"checkpoint": str(out), "best_epoch": best_epoch, "epochs": len(history), "train_minutes": round(minutes, 2),
+    return {"checkpoint": str(out), "best_epoch": best_epoch, "best_weights": weights, "epochs": len(history), "train_minutes": round(minutes, 2),
             "best_valid": valid, "test_result": test}
 
 

@@ -37,3 +37,44 @@ def test_recbole_import_leaves_anomaly_mode_off():
     out = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout.split()
            for c in (raw, fenced)]
     assert out[0][-1:] == ["True"] and out[1][-2:] == ["False", "False"]
+
+
+def test_weight_ema_averages_and_restores():
+    from popsteer.ema import WeightEMA
+
+    lin = torch.nn.Linear(3, 2)
+    ema = WeightEMA(lin, decay=0.5)
+    expect = [p.detach().clone() for p in lin.parameters()]
+    for step in range(20):
+        with torch.no_grad():
+            for p in lin.parameters():
+                p.add_(float(step + 1))
+        ema.update()
+        d = min(0.5, (1 + step) / (10 + step))
+        expect = [d * e + (1 - d) * p.detach() for e, p in zip(expect, lin.parameters())]
+    raw = [p.detach().clone() for p in lin.parameters()]
+    with ema.applied():
+        for p, e in zip(lin.parameters(), expect):
+            assert torch.allclose(p, e, atol=1e-6)
+        assert not torch.equal(lin.weight, raw[0])  # the average lags the raw weights
+    assert all(torch.equal(p, r) for p, r in zip(lin.parameters(), raw))  # its own weights back
+
+
+def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
+    """With ema_decay, each epoch scores raw and averaged weights; the model returned is the best of all of them."""
+    from popsteer.config import SASRecConfig, TrainConfig
+    from popsteer.recbole_adapter import build_sasrec
+    from popsteer.recommender import evaluate_model, train_allpos
+    from popsteer.steps import SMALL_SASREC
+
+    torch.manual_seed(0)
+    model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
+    cfg = TrainConfig(epochs=3, stride=10, learning_rate=3e-3, ema_decay=0.9)
+    model, history = train_allpos(model, ml100k_small, cfg)
+    assert all("ema_valid_ndcg@10" in r and "valid_ndcg@10" in r for r in history)
+    assert any(r["ema_valid_ndcg@10"] != r["valid_ndcg@10"] for r in history)  # two different weight sets scored
+    scores = [(r[f"{w}valid_ndcg@10"], w or "raw") for r in history for w in ("", "ema_")]
+    best, which = max(scores)
+    kept = [r for r in history if "kept" in r][-1]
+    assert kept["kept"] == ("ema" if which == "ema_" else "raw")
+    assert evaluate_model(model, ml100k_small, "valid")["ndcg@10"] == best

@@ -52,6 +52,8 @@ class TrainRecommenderSpec:
     """cosine: warm-up, then decay to 0 at the last epoch or at time_budget_min."""
     warmup: float = 0.02
     """Fraction of training warming the learning rate up (cosine)."""
+    ema_decay: float | None = None
+    """Also score an exponential moving average of the weights each epoch (decay per step, e.g. 0.999)."""
     cpus: float = 1.0
     """CPUs of the Ray task that trains it."""
 

