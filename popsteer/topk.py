@@ -1,7 +1,8 @@
 """The SAE activation ``TopK(ReLU(h), k)``: eager torch or the Triton kernel, same result.
 
 Path choice, per call:
-- ``POPSTEER_TRITON=0``: eager torch.
+- ``POPSTEER_TRITON=0``: eager (fp32 on the CPU: the native C kernel of ``popsteer.native``;
+  otherwise torch ops).
 - ``POPSTEER_TRITON=1``: the Triton kernel (on CPU only under ``TRITON_INTERPRET=1``).
 - unset: Triton when h is on CUDA and triton is installed; if its first launch fails, a
   warning is logged and eager is used from then on.
@@ -18,7 +19,7 @@ import os
 import torch
 from torch import Tensor
 
-from popsteer import kernels
+from popsteer import kernels, native
 from popsteer.errors import PopSteerError
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,27 @@ class TritonFlagError(PopSteerError, ValueError):
 def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Eager twin of ``kernels.triton_topk_relu`` with autograd. h (N, n) -> (N, k), (N, k).
 
+    fp32 on the CPU with the native kernel built (``popsteer.native``): the kernel ranks
+    ReLU(h) in exactly the documented order without materialising ReLU(h) (which alone cost
+    more than ``torch.topk`` here). Otherwise ``_torch_topk_relu_sparse``.
+    """
+    kernels.check_topk_input(h, k)
+    if h.dtype != torch.float32 or h.device.type != "cpu" or not native.available():
+        return _torch_topk_relu_sparse(h, k)
+    with torch.no_grad():
+        indices = native.kernel_topk(h.detach(), k, relu=True)[1]  # (N, k)
+    hk = h.gather(1, indices)  # (N, k), differentiable
+    return torch.where(hk > 0, hk, torch.zeros_like(hk)), indices  # ReLU; zero grad where h <= 0
+
+
+def _torch_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``_eager_topk_relu_sparse`` from torch ops only (any dtype and device).
+
     A plain float ``torch.topk`` of k + 1 entries settles every row whose k + 1 largest
     values are all distinct (the set and its order are then unique); only rows with a tie
     among them are re-ranked with the packed (value bits, lower column) key, which is ~8x
     slower. Both give exactly the documented order.
     """
-    kernels.check_topk_input(h, k)
     n = h.shape[1]
     v = torch.where(h > 0, h, torch.zeros_like(h))  # (N, n) ReLU; -0.0 and NaN -> 0
     with torch.no_grad():

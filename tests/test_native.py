@@ -80,6 +80,11 @@ def test_row_topk_empty_and_other_inputs_fall_back():
     assert torch.equal(native.row_topk(t, 5)[1], torch.topk(t, 5).indices)
     with pytest.raises(ValueError):
         native.kernel_topk(torch.randn(4, 5), 6)
+    with native.disabled():  # what benchmarks use to time the torch path in the same run
+        assert not native.available()
+        y = torch.randn(8, 40)
+        assert torch.equal(native.row_topk(y, 5)[1], torch.topk(y, 5).indices)
+    assert native.available() == HAS_CC
 
 
 def test_rank_topk_ties_chunked_and_dense():
@@ -144,3 +149,31 @@ def test_library_others_can_write_is_not_loaded(tmp_path):
     lib.chmod(0o666)  # anyone could have replaced it
     out = _run(PROBE, POPSTEER_NATIVE_CACHE=str(cache))
     assert "available False" in out and "writable by others" in out and "same True" in out
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler on this machine")
+@pytest.mark.parametrize("n,k", [(8, 3), (32, 32), (33, 7), (64, 32), (100, 9), (4096, 32), (4096, 33), (300, 70)])
+def test_sae_topk_native_equals_torch_path(n, k):
+    """The SAE's TopK(ReLU(h)) on CPU through the kernel (relu=True) == the torch-ops path:
+    indices, values and gradients, on rows with ties, zeros, -0.0, NaN and few positives."""
+    from popsteer.topk import _eager_topk_relu_sparse, _torch_topk_relu_sparse
+
+    gen = torch.Generator().manual_seed(n * 10 + k)
+    h = torch.randn(40, n, generator=gen)
+    h[1] = torch.randint(-2, 3, (n,), generator=gen).float() * 0.5  # many ties, zeros among them
+    h[2] = 0.75  # all tied
+    h[3] = -torch.rand(n, generator=gen) - 0.1  # nothing positive: zeros, lowest columns first
+    h[4] = -1.0
+    h[4, ::5] = torch.rand(h[4, ::5].shape, generator=gen)  # fewer positives than k
+    h[5] = -0.0
+    h[5, n // 2] = 2.0
+    h[6, ::3] = torch.nan  # NaN counts as 0
+    upstream = torch.randn(40, k, generator=gen)
+    out = []
+    for fn in (_eager_topk_relu_sparse, _torch_topk_relu_sparse):
+        leaf = h.clone().requires_grad_(True)
+        values, indices = fn(leaf, k)
+        (values * upstream).sum().backward()
+        out.append((values.detach(), indices, leaf.grad))
+    (v1, i1, g1), (v2, i2, g2) = out
+    assert torch.equal(i1, i2) and torch.equal(v1, v2) and torch.equal(g1, g2)
