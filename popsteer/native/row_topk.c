@@ -8,7 +8,7 @@
  * so far, so among equal values the earlier column wins. NaN never enters (it compares
  * false); the row is flagged instead, for the caller to rank it some other way.
  *
- * Plain C, no Python or torch headers: built by popsteer/native.py, called through ctypes
+ * Plain C, no Python or torch headers: built by popsteer/native/__init__.py, called through ctypes
  * (which releases the GIL, so threads can rank disjoint row ranges at once).
  */
 #include <math.h>
@@ -104,13 +104,16 @@ static inline float lane_bound(const float *row, int64_t cols, int64_t k, int re
         if (relu && !(m[q] > 0)) m[q] = 0.0f;  /* max of ReLU values = ReLU of the max */
     }
     *nan = !relu && any != 0;
-    for (int a = 1; a < lanes; a++) {  /* insertion sort, descending */
-        float x = m[a];
-        int p = a;
-        while (p > 0 && m[p - 1] < x) { m[p] = m[p - 1]; p--; }
-        m[p] = x;
+    float top[64];  /* the k largest lane maxima so far, descending */
+    int n = 0;
+    for (int q = 0; q < lanes; q++) {
+        float x = m[q];
+        if (n == k && !(x > top[k - 1])) continue;
+        int p = n < k ? n++ : k - 1;
+        while (p > 0 && top[p - 1] < x) { top[p] = top[p - 1]; p--; }
+        top[p] = x;
     }
-    return m[k - 1];
+    return top[k - 1];
 }
 
 /* scores: rows x cols, row r at scores + r * ld. out_v, out_i: rows x k; out_nan: rows (1 = the row
