@@ -17,11 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from popsteer.topk import _eager_topk_relu_sparse
-
-
-def _relu(x: Tensor) -> Tensor:
-    return torch.where(x > 0, x, 0.0)  # as the eager top-k: -0.0 and NaN -> +0.0
+from popsteer.topk import _eager_topk_relu_sparse, relu
 
 
 class CandidateTopK:
@@ -30,8 +26,8 @@ class CandidateTopK:
     def __init__(self, h: Tensor, deltas: Tensor, k: int, buckets: int = 32) -> None:
         self.h, self.k = h, k
         C, n = h.shape
-        lower = _relu(h + deltas.min(0).values)  # (C, n)
-        upper = _relu(h + deltas.max(0).values)  # (C, n)
+        lower = relu(h + deltas.min(0).values)  # (C, n)
+        upper = relu(h + deltas.max(0).values)  # (C, n)
         bound = torch.topk(lower, min(k + 1, n), dim=1).values[:, -1:]  # (C, 1)
         mask = upper >= bound  # (C, n), >= k + 1 per row
         rows, cols = mask.nonzero(as_tuple=True)  # row-major: each row's columns ascending
@@ -58,7 +54,7 @@ class CandidateTopK:
         indices = torch.empty((G, C, k), dtype=torch.long, device=self.h.device)
         tied = []
         for rows, cols, pad, h_cand in self.buckets:
-            v = _relu(h_cand + deltas[:, cols]).masked_fill(pad, -1.0)  # (G, Cb, Mb), padding below all
+            v = relu(h_cand + deltas[:, cols]).masked_fill(pad, -1.0)  # (G, Cb, Mb), padding below all
             top_v, pos = torch.topk(v, min(k + 1, v.shape[2]), dim=2)  # (G, Cb, k+1), largest first
             values[:, rows] = top_v[..., :k]
             indices[:, rows] = cols.expand(G, -1, -1).gather(2, pos[..., :k])

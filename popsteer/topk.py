@@ -31,6 +31,11 @@ class TritonFlagError(PopSteerError, ValueError):
     """A bad ``POPSTEER_TRITON``: one ``error:`` line from the CLI, a ValueError to library callers."""
 
 
+def relu(x: Tensor) -> Tensor:
+    """ReLU as every TopK path ranks it: -0.0 and NaN -> +0.0 (differentiable, zero grad there)."""
+    return torch.where(x > 0, x, 0.0)
+
+
 def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Eager twin of ``kernels.triton_topk_relu`` with autograd. h (N, n) -> (N, k), (N, k).
 
@@ -39,12 +44,11 @@ def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     more than ``torch.topk`` here). Otherwise ``_torch_topk_relu_sparse``.
     """
     kernels.check_topk_input(h, k)
-    if h.dtype != torch.float32 or h.device.type != "cpu" or not native.available():
+    if not native.takes(h) or not native.available():
         return _torch_topk_relu_sparse(h, k)
     with torch.no_grad():
         indices = native.kernel_topk(h.detach(), k, relu=True)[1]  # (N, k)
-    hk = h.gather(1, indices)  # (N, k), differentiable
-    return torch.where(hk > 0, hk, torch.zeros_like(hk)), indices  # ReLU; zero grad where h <= 0
+    return relu(h.gather(1, indices)), indices  # (N, k), differentiable; zero grad where h <= 0
 
 
 def _torch_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -56,7 +60,7 @@ def _torch_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     slower. Both give exactly the documented order.
     """
     n = h.shape[1]
-    v = torch.where(h > 0, h, torch.zeros_like(h))  # (N, n) ReLU; -0.0 and NaN -> 0
+    v = relu(h)  # (N, n)
     with torch.no_grad():
         vd = v.detach()
         top_v, indices = torch.topk(vd, min(k + 1, n), dim=1)  # (N, k+1), largest first

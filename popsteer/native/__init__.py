@@ -140,6 +140,11 @@ def available() -> bool:
     return _load() is not None
 
 
+def takes(x: Tensor) -> bool:
+    """Whether the kernel can read ``x`` in place: 2-D fp32 on the CPU with unit column stride."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 2 and x.stride(1) == 1
+
+
 def kernel_topk(scores: Tensor, k: int, relu: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The kernel itself: values (B, k), int64 columns (B, k), best first, equal values by LOWER
     column first, and a (B,) bool flag for rows holding a NaN (never selected here).
@@ -153,7 +158,7 @@ def kernel_topk(scores: Tensor, k: int, relu: bool = False) -> tuple[Tensor, Ten
     lib = _load()
     if lib is None:
         raise RuntimeError("native kernels unavailable")
-    if scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2 or scores.stride(1) != 1:
+    if not takes(scores):
         raise ValueError("kernel_topk takes a 2-D fp32 CPU tensor with unit column stride")
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k={k} outside [1, {scores.shape[1]}]")
@@ -176,8 +181,7 @@ def row_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     equal scores, which RecBole's evaluator also gets, is kept. Inputs the kernel does not
     take (not fp32 CPU, not unit column stride, k + 1 > C, no kernel) go to ``torch.topk``.
     """
-    if (scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2 or scores.stride(1) != 1
-            or scores.requires_grad or not 1 <= k < scores.shape[1] or _load() is None):
+    if not takes(scores) or scores.requires_grad or not 1 <= k < scores.shape[1] or _load() is None:
         return torch.topk(scores, k, dim=-1)
     v, i, redo = kernel_topk(scores, k + 1)
     redo |= (v[:, :-1] == v[:, 1:]).any(1)  # (B,) an exact tie among the best k + 1
