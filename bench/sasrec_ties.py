@@ -28,6 +28,7 @@ from results import record  # noqa: E402
 from popsteer.data import SequenceData, load_dataset  # noqa: E402
 from popsteer.evaluate import rank_topk  # noqa: E402
 from popsteer.importer import import_recbole_checkpoint  # noqa: E402
+from popsteer.metrics import ndcg_per_user, target_ranks  # noqa: E402
 from popsteer.recommender import encode_users, evaluate_model, load_recommender  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,11 @@ def tied_targets(data: SequenceData, split: str, stamps: dict[tuple[int, int], i
                      for u, t, p in zip(users, tgt, prev)])
 
 
-def ndcg_per_user(model, data: SequenceData, split: str, k: int = 10) -> np.ndarray:
+def user_ndcg(model, data: SequenceData, split: str, k: int = 10) -> np.ndarray:
+    """(U,) NDCG@k of each user's target, as the Evaluator averages it."""
     seq, ln, tgt = data.split(split)
     top = rank_topk(encode_users(model, seq, ln), model.item_embedding.weight.detach(), k).numpy()  # (U, k)
-    hit = top == tgt[:, None]
-    return np.where(hit.any(1), 1.0 / np.log2(hit.argmax(1) + 2.0), 0.0)
+    return ndcg_per_user(target_ranks(top, tgt))
 
 
 def main() -> None:
@@ -71,7 +72,7 @@ def main() -> None:
         groups = {"all": np.ones_like(low), "users 1-2999": low, "users 3000-6040": ~low,
                   "1-2999, tied target": low & tied, "1-2999, untied target": low & ~tied}
         for name, model in models.items():
-            nd = ndcg_per_user(model, data, split)
+            nd = user_ndcg(model, data, split)
             assert abs(nd.mean() - evaluate_model(model, data, split)["ndcg@10"]) < 1e-6
             for g, mask in groups.items():
                 rows[(split, g, name)] = (nd[mask].mean(), int(mask.sum()))

@@ -137,13 +137,8 @@ void popsteer_row_topk_f32(const float *scores, int64_t rows, int64_t cols, int6
             out_nan[r] = !relu && any != 0;
         }
         if (scan(row, cols, k, lo, relu, v, ix) < k) {
-            /* fewer than k values above -inf (or NaN): keep the first k columns, then the rest */
-            for (int64_t j = 0; j < k; j++) { v[j] = val(row, j, relu); ix[j] = j; }
-            for (int64_t a = 1; a < k; a++) {  /* stable sort of the first k, descending */
-                float x = v[a]; int64_t c = ix[a], p = a;
-                while (p > 0 && v[p - 1] < x) { v[p] = v[p - 1]; ix[p] = ix[p - 1]; p--; }
-                v[p] = x; ix[p] = c;
-            }
+            /* fewer than k values above -inf (or NaN): keep the first k columns (stably sorted), then the rest */
+            for (int64_t j = 0; j < k; j++) insert(v, ix, j + 1, val(row, j, relu), j);
             for (int64_t j = k; j < cols; j++) {
                 float x = val(row, j, relu);
                 if (x > v[k - 1]) insert(v, ix, k, x, j);
