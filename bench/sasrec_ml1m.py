@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--lr-schedule", default="cosine")
     ap.add_argument("--warmup", type=float, default=0.02)
     ap.add_argument("--ema-decay", type=float, default=None)
+    ap.add_argument("--windows-per-user", type=int, default=None)
+    ap.add_argument("--eval-every", type=int, default=1)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     data_dir = a.data_dir
@@ -45,14 +47,17 @@ def main() -> None:
         dataset="ml-1m", trainer="allpos", epochs=200, learning_rate=a.learning_rate, batch_size=a.batch_size,
         stopping_step=10, seed=2020, stride=a.stride, time_budget_min=a.budget_min, small=False,
         lr_schedule=a.lr_schedule, warmup=a.warmup, precision="fp32", device="cpu", ema_decay=a.ema_decay,
+        windows_per_user=a.windows_per_user, eval_every=a.eval_every,
         data_dir=data_dir, out_dir=a.out_dir, verbose=False))
     ndcg, minutes = res["best_valid"]["ndcg@10"], res["train_minutes"]
     cmd = (f".venv/bin/python bench/sasrec_ml1m.py --learning-rate {a.learning_rate} --batch-size {a.batch_size} "
-           f"--lr-schedule {a.lr_schedule}" + (f" --ema-decay {a.ema_decay}" if a.ema_decay else ""))
+           f"--lr-schedule {a.lr_schedule}" + (f" --ema-decay {a.ema_decay}" if a.ema_decay else "")
+           + (f" --windows-per-user {a.windows_per_user} --eval-every {a.eval_every}" if a.windows_per_user else ""))
     ema = f", EMA decay {a.ema_decay} (kept: {res['best_weights']} weights)" if a.ema_decay else ""
     note = (f"best epoch {res['best_epoch']}{ema}, test NDCG@10 {res['test_result']['ndcg@10']:.4f}; "
             f"{a.lr_schedule} lr {a.learning_rate} (warm-up {a.warmup:.0%}), batch {a.batch_size} targets, stride {a.stride}, "
-            f"{res['epochs']} epochs; checkpoint {Path(res['checkpoint']).name}")
+            f"{res['epochs']} epochs" + (f" of <= {a.windows_per_user} random windows per user, valid every {a.eval_every}"
+                                 if a.windows_per_user else "") + f"; checkpoint {Path(res['checkpoint']).name}")
     record("sasrec_ml1m_valid_ndcg10", round(ndcg, 4), "NDCG@10", ">= 0.112 within 30 min", ndcg >= 0.112 and minutes <= 30.5, cmd, note)
     record("sasrec_ml1m_train_minutes", round(minutes, 1), "min", "<= 30", minutes <= 30.5, cmd, note)
 

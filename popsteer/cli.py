@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from popsteer.errors import PopSteerError
 
@@ -48,6 +47,11 @@ def add_train_recommender(sub) -> None:
     p.add_argument("--ema-decay", dest="ema_decay", type=float, default=None,
                    help="also score an exponential moving average of the weights (decay per step, e.g. 0.999) "
                         "each epoch; the best of raw and averaged is kept")
+    p.add_argument("--windows-per-user", dest="windows_per_user", type=int, default=None,
+                   help="allpos: each epoch trains on at most N random windows per user (heavy users weigh less; "
+                        "all windows are drawn over epochs)")
+    p.add_argument("--eval-every", dest="eval_every", type=int, default=1,
+                   help="score valid every N epochs (and at the last one)")
     p.add_argument("--small", action="store_true",
                    help="a CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)")
     _common(p)

@@ -56,6 +56,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """allpos: bf16 = autocast matmuls to bfloat16 (weights and optimizer stay fp32)."""
     device: str = "cpu"
+    windows_per_user: int | None = None
+    """allpos: each epoch trains on at most this many of a user's windows, drawn afresh at random
+    every epoch (so every window is still drawn over epochs). Heavy users weigh less, as in the
+    per-user metrics, and epochs get shorter. None: every window every epoch."""
     ema_decay: float | None = None
     """allpos: also keep an exponential moving average of the weights (decay per optimizer step,
     e.g. 0.999), score it on valid after every epoch beside the raw weights, and keep whichever
@@ -72,6 +76,10 @@ class TrainConfig:
             raise PopSteerError(f"warmup must be in [0, 1), got {self.warmup}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise PopSteerError(f"device must be cpu, cuda or cuda:N, got '{self.device}'")
+        if self.windows_per_user is not None and self.windows_per_user < 1:
+            raise PopSteerError(f"windows_per_user must be >= 1, got {self.windows_per_user}")
+        if self.windows_per_user is not None and self.trainer != "allpos":
+            raise PopSteerError("windows_per_user needs the allpos trainer")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise PopSteerError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.ema_decay is not None and self.trainer != "allpos":

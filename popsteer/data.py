@@ -217,21 +217,7 @@ class SequenceData:
         Returns ``(inputs (W, max_len), targets (W, max_len))``, int64, 0 = padding / no loss.
         """
         L = self.max_len
-        stride = stride or max(1, L // 2)
-        if not 1 <= stride <= L:
-            raise ValueError(f"stride must be in [1, {L}], got {stride}")
-        win_user, win_start = [], []
-        for u, (s, e) in enumerate(zip(self.offsets[:-1], self.offsets[1:] - 2)):
-            n_in = e - s - 1  # number of (input, target) positions of this user
-            start = 0
-            while n_in > 0:
-                win_user.append(u)
-                win_start.append(s + start)
-                if start + L >= n_in:
-                    break
-                start = min(start + stride, n_in - L)
-        users = np.asarray(win_user, dtype=np.int64)
-        starts = np.asarray(win_start, dtype=np.int64)
+        users, starts = self._window_starts(stride)
         user_end = (self.offsets[1:] - 2)[users]  # exclusive end of the training part
         n_avail = np.minimum(user_end - 1 - starts, L)  # inputs in this window
         pos = np.arange(L)[None, :]
@@ -245,6 +231,28 @@ class SequenceData:
         take_from = np.where(same_user, prev_end - starts, 0)
         targets = np.where(pos >= take_from[:, None], targets, 0)
         return inputs.astype(np.int64), targets.astype(np.int64)
+
+    def train_window_users(self, stride: int | None = None) -> np.ndarray:
+        """(W,) user index of each window of ``train_windows(stride)``, non-decreasing."""
+        return self._window_starts(stride)[0]
+
+    def _window_starts(self, stride: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(W,) user index and (W,) start offset into ``items`` of every training window."""
+        L = self.max_len
+        stride = stride or max(1, L // 2)
+        if not 1 <= stride <= L:
+            raise ValueError(f"stride must be in [1, {L}], got {stride}")
+        win_user, win_start = [], []
+        for u, (s, e) in enumerate(zip(self.offsets[:-1], self.offsets[1:] - 2)):
+            n_in = e - s - 1  # number of (input, target) positions of this user
+            start = 0
+            while n_in > 0:
+                win_user.append(u)
+                win_start.append(s + start)
+                if start + L >= n_in:
+                    break
+                start = min(start + stride, n_in - L)
+        return np.asarray(win_user, dtype=np.int64), np.asarray(win_start, dtype=np.int64)
 
 
 def _gather_windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:

@@ -141,6 +141,21 @@ def _window_batches(targets: np.ndarray, batch_targets: int, gen: torch.Generato
     return list(perm.split(_windows_per_batch(targets, batch_targets)))
 
 
+def _epoch_windows(users: np.ndarray, per_user: int | None, gen: torch.Generator) -> np.ndarray:
+    """Indices of the windows one epoch trains on: all, or ``per_user`` random ones per user.
+
+    Args:
+        users: (W,) non-decreasing user index of each window.
+    """
+    if per_user is None:
+        return np.arange(len(users))
+    keys = torch.rand(len(users), generator=gen, dtype=torch.float64).numpy()
+    order = np.lexsort((keys, users))  # by user, random within a user
+    first = np.searchsorted(users, users[order], side="left")  # users is sorted: group start
+    rank = np.arange(len(users)) - first
+    return np.sort(order[rank < per_user])
+
+
 def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train RecBole's SASRec with one forward pass per window (all positions predict).
@@ -154,19 +169,23 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     use_fast_dropout(model).to(dev)
     inputs_np, targets_np = data.train_windows(cfg.stride)
     inputs, targets = torch.as_tensor(inputs_np).to(dev), torch.as_tensor(targets_np).to(dev)
+    window_users = data.train_window_users(cfg.stride)
     log.info("all-position training: %d windows, %d targets", len(inputs), int((targets > 0).sum()))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
     budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else math.inf
-    total_steps = cfg.epochs * math.ceil(len(targets_np) / _windows_per_batch(targets_np, cfg.batch_size))
+    per_epoch = len(targets_np) if cfg.windows_per_user is None else int(
+        np.minimum(np.bincount(window_users), cfg.windows_per_user).sum())
+    total_steps = cfg.epochs * math.ceil(per_epoch / _windows_per_batch(targets_np, cfg.batch_size))
     step = 0
     t_start = time.perf_counter()
     bar = progress(range(cfg.epochs), desc="SASRec", unit="epoch")  # ETA: to the epoch limit (early stop may end sooner)
     for epoch in bar:
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
-        batches = _window_batches(targets_np, cfg.batch_size, gen)
+        chosen = torch.as_tensor(_epoch_windows(window_users, cfg.windows_per_user, gen))
+        batches = [chosen[b] for b in _window_batches(targets_np[chosen.numpy()], cfg.batch_size, gen)]
         for idx in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             done = max(step / total_steps, (time.perf_counter() - t_start) / budget_s)
             for group in opt.param_groups:
@@ -182,7 +201,8 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
             total, n, step = total + float(loss.detach()), n + 1, step + 1
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "train_seconds": time.perf_counter() - t0,
                "lr": opt.param_groups[0]["lr"]}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+        out_of_time = (time.perf_counter() - t_start) / 60 >= budget_s / 60
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or out_of_time:
             row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
             improved = False
             if row["valid_ndcg@10"] > best:
@@ -206,7 +226,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
         if bad >= cfg.stopping_step:
             log.info("early stop at epoch %d (best valid ndcg@10 %.4f)", epoch, best)
             break
-        if cfg.time_budget_min is not None and row["elapsed_minutes"] >= cfg.time_budget_min:
+        if out_of_time or row["elapsed_minutes"] >= budget_s / 60:
             log.info("time budget of %.1f min reached at epoch %d", cfg.time_budget_min, epoch)
             break
     bar.close()
@@ -236,6 +256,7 @@ def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
             row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
             if row["valid_ndcg@10"] > best:
                 best, best_state, bad = row["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
+                row["kept"] = "raw"
             else:
                 bad += 1
             history.append(row)

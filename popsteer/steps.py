@@ -25,7 +25,8 @@ def train_recommender(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, stopping_step=args.stopping_step, seed=args.seed,
                       stride=min(args.stride, hp.max_len), time_budget_min=args.time_budget_min,
-                      **{f: getattr(args, f) for f in ("lr_schedule", "warmup", "precision", "device", "ema_decay")
+                      **{f: getattr(args, f) for f in ("lr_schedule", "warmup", "precision", "device", "ema_decay",
+                                                           "windows_per_user", "eval_every")
                          if hasattr(args, f)})  # callers that do not set them get TrainConfig's defaults
     if cfg.device != "cpu":
         import torch
@@ -45,8 +46,10 @@ def train_recommender(args: argparse.Namespace) -> dict:
     minutes = (time.perf_counter() - t0) / 60
     valid = evaluate_model(model, data, "valid")
     test = evaluate_model(model, data, "test")
-    kept = [r for r in history if "kept" in r]  # the allpos trainer marks the epochs whose weights it kept
-    best = kept[-1] if kept else max(history, key=lambda r: r.get("valid_ndcg@10", -1))
+    kept = [r for r in history if "kept" in r]  # both trainers mark the epochs whose weights they kept
+    if not kept:
+        raise PopSteerError(f"no epoch of {len(history)} scored a finite valid NDCG@10 (diverged?); nothing saved")
+    best = kept[-1]
     best_epoch, weights = best["epoch"], best.get("kept", "raw")
     save_recommender(out, model, data, hp, cfg, {"valid": valid, "test": test},
                      {"history": history, "train_minutes": minutes, "best_epoch": best_epoch, "best_weights": weights})

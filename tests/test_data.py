@@ -6,10 +6,9 @@ import gzip
 
 import numpy as np
 import pytest
-import torch
 
 from popsteer.config import SASRecConfig
-from popsteer.data import build_sequences, find_inter_file, load_dataset, read_atomic_inter
+from popsteer.data import find_inter_file, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.popularity import PopularityGroups
 

@@ -7,7 +7,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 
 from platform_util import ray_unavailable, requires
 

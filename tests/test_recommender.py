@@ -78,3 +78,37 @@ def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
     kept = [r for r in history if "kept" in r][-1]
     assert kept["kept"] == ("ema" if which == "ema_" else "raw")
     assert evaluate_model(model, ml100k_small, "valid")["ndcg@10"] == best
+
+
+def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
+    """A time budget that ends training between evaluations still scores, and keeps, the last epoch."""
+    from popsteer.config import SASRecConfig, TrainConfig
+    from popsteer.recbole_adapter import build_sasrec
+    from popsteer.recommender import evaluate_model, train_allpos
+    from popsteer.steps import SMALL_SASREC
+
+    torch.manual_seed(0)
+    model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
+    untrained = evaluate_model(model, ml100k_small, "valid")["ndcg@10"]
+    cfg = TrainConfig(epochs=10, stride=10, learning_rate=3e-3, eval_every=5, time_budget_min=1e-6)
+    model, history = train_allpos(model, ml100k_small, cfg)
+    assert len(history) == 1 and history[0]["kept"] == "raw"  # stopped after epoch 0, scored although 0 % 5 != 4
+    assert evaluate_model(model, ml100k_small, "valid")["ndcg@10"] == history[0]["valid_ndcg@10"] != untrained
+
+
+def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
+    """At most m windows per user per epoch, every user present, and other windows on other epochs."""
+    from popsteer.recommender import _epoch_windows
+
+    users = ml100k_small.train_window_users(10)
+    inputs, _ = ml100k_small.train_windows(10)
+    assert len(users) == len(inputs) and (np.diff(users) >= 0).all()
+    gen = torch.Generator().manual_seed(0)
+    seen = np.zeros(len(users), dtype=bool)
+    for _ in range(100):
+        chosen = _epoch_windows(users, 10, gen)
+        per_user = np.bincount(users[chosen], minlength=users.max() + 1)
+        assert np.array_equal(per_user, np.minimum(np.bincount(users), 10))
+        seen[chosen] = True
+    assert seen.all()  # over epochs every window is drawn
+    assert np.array_equal(_epoch_windows(users, None, gen), np.arange(len(users)))
