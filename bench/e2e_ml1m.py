@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
+from shared_data import ml1m_data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets" / "ml-1m" / "ml-1m.5core.inter.gz"
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -43,11 +43,7 @@ def main() -> None:
     ap.add_argument("--sae-epochs", type=int, default=5)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="popsteer-e2e-"))
-    data_dir = a.data_dir
-    if data_dir is None:
-        data_dir = str(work / "data")
-        (work / "data" / "ml-1m").mkdir(parents=True)
-        (work / "data" / "ml-1m" / "ml-1m.inter.gz").symlink_to(SHARED)
+    data_dir = a.data_dir or str(ml1m_data_dir(work / "data"))
     env = {**os.environ, "POPSTEER_ALLOWED_ROOTS": str(work), "POPSTEER_PROGRESS": "0",
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     env.pop("RAY_ADDRESS", None)

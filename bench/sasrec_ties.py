@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
+from shared_data import SHARED_ML1M as SHARED, ml1m_data_dir  # noqa: E402
 
 from popsteer.data import SequenceData, load_dataset  # noqa: E402
 from popsteer.evaluate import rank_topk  # noqa: E402
 from popsteer.importer import import_recbole_checkpoint  # noqa: E402
 from popsteer.metrics import ndcg_per_user, target_ranks  # noqa: E402
 from popsteer.recommender import encode_users, evaluate_model, load_recommender  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets" / "ml-1m"
 
 
 def tied_targets(data: SequenceData, split: str, stamps: dict[tuple[int, int], int]) -> np.ndarray:
@@ -56,9 +53,7 @@ def main() -> None:
     ap.add_argument("-p", "--pretrained_path", required=True, help="a PopSteer SASRec checkpoint trained on ml-1m")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data_dir = Path(tempfile.mkdtemp(prefix="popsteer-ml1m-"))
-    (data_dir / "ml-1m").mkdir()
-    (data_dir / "ml-1m" / "ml-1m.inter.gz").symlink_to(SHARED / "ml-1m.5core.inter.gz")
+    data_dir = ml1m_data_dir()
     data = load_dataset("ml-1m", data_dir)
     raw = pd.read_csv(SHARED / "ratings.users1-2999.dat.gz", sep="::", engine="python", names=["u", "i", "r", "t"])
     stamps = dict(zip(zip(raw.u.to_numpy(), raw.i.to_numpy()), raw.t.to_numpy()))

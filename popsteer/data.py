@@ -242,17 +242,15 @@ class SequenceData:
         stride = stride or max(1, L // 2)
         if not 1 <= stride <= L:
             raise ValueError(f"stride must be in [1, {L}], got {stride}")
-        win_user, win_start = [], []
-        for u, (s, e) in enumerate(zip(self.offsets[:-1], self.offsets[1:] - 2)):
-            n_in = e - s - 1  # number of (input, target) positions of this user
-            start = 0
-            while n_in > 0:
-                win_user.append(u)
-                win_start.append(s + start)
-                if start + L >= n_in:
-                    break
-                start = min(start + stride, n_in - L)
-        return np.asarray(win_user, dtype=np.int64), np.asarray(win_start, dtype=np.int64)
+        # user u has n_in (input, target) positions; its windows start at min(k * stride, n_in - L)
+        # for k = 0 .. ceil((n_in - L) / stride) (one window when n_in <= L, none when n_in <= 0)
+        first, n_in = self.offsets[:-1], self.offsets[1:] - 2 - self.offsets[:-1] - 1  # (U,)
+        over = np.maximum(n_in - L, 0)
+        count = np.where(n_in > 0, -(-over // stride) + 1, 0)  # (U,) windows per user
+        users = np.repeat(np.arange(len(n_in)), count)  # (W,)
+        k = np.arange(len(users)) - np.repeat(np.cumsum(count) - count, count)  # (W,) window number within its user
+        starts = first[users] + np.minimum(k * stride, over[users])
+        return users.astype(np.int64), starts.astype(np.int64)
 
 
 def _gather_windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:

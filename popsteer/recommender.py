@@ -84,18 +84,29 @@ def evaluate_model(model: torch.nn.Module, data: SequenceData, split: str, k: in
 
 
 class FastDropout(torch.nn.Dropout):
-    """``nn.Dropout`` with its mask drawn as ``uniform < keep`` instead of ``bernoulli_``.
+    """``nn.Dropout`` with a cheaper mask than ``bernoulli_``, the same distribution.
 
-    The same Bernoulli(1 - p) mask and 1 / (1 - p) scaling, ~3.5x cheaper to draw on CPU
-    (``bernoulli_`` was ~20% of a SASRec training step on 2 cores). No parameters, so the
-    model's state_dict is unchanged; eval mode is the identity, as before.
+    The same Bernoulli(1 - p) mask and 1 / (1 - p) scaling. When 1 - p is a multiple of 1/256
+    (SASRec's p = 0.5) the mask is ``byte < 256 (1 - p)`` over uniform random bytes, drawn eight
+    to a 64-bit integer (~3.5x cheaper than ``uniform < keep``, which is itself ~3.5x cheaper than
+    ``bernoulli_`` on 2 CPU cores); otherwise ``uniform < keep``. No parameters, so the model's
+    state_dict is unchanged; eval mode is the identity, as before.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        return x * (self.mask(x).to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """(x.shape) bool keep-mask, each element True with probability 1 - p, independently."""
         keep = 1.0 - self.p
-        return x * ((torch.rand_like(x) < keep).to(x.dtype) * (1.0 / keep))
+        threshold = keep * 256
+        if threshold != round(threshold):
+            return torch.rand_like(x) < keep
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+        return words.view(torch.uint8)[:n].view(x.shape) < int(threshold)  # 8 uniform bytes per word
 
 
 def use_fast_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -184,8 +195,11 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     for epoch in bar:
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
-        chosen = torch.as_tensor(_epoch_windows(window_users, cfg.windows_per_user, gen))
-        batches = [chosen[b] for b in _window_batches(targets_np[chosen.numpy()], cfg.batch_size, gen)]
+        if cfg.windows_per_user is None:
+            batches = _window_batches(targets_np, cfg.batch_size, gen)
+        else:
+            chosen = torch.as_tensor(_epoch_windows(window_users, cfg.windows_per_user, gen))
+            batches = [chosen[b] for b in _window_batches(targets_np[chosen.numpy()], cfg.batch_size, gen)]
         for idx in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             done = max(step / total_steps, (time.perf_counter() - t_start) / budget_s)
             for group in opt.param_groups:

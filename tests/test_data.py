@@ -71,6 +71,24 @@ def test_train_windows_cover_every_target_once():
         assert ((inputs > 0) | (targets == 0)).all()
 
 
+def test_window_starts_match_the_sliding_rule():
+    """Windows of L inputs start every `stride` positions, the last one flush with the sequence end."""
+    data = load_dataset("ml-100k", None, max_len=20)
+    for stride in (1, 7, 10, 20):
+        want_u, want_s = [], []
+        for u, (s, e) in enumerate(zip(data.offsets[:-1], data.offsets[1:] - 2)):
+            n_in, start = e - s - 1, 0
+            while n_in > 0:
+                want_u.append(u)
+                want_s.append(s + start)
+                if start + 20 >= n_in:
+                    break
+                start = min(start + stride, n_in - 20)
+        users, starts = data._window_starts(stride)
+        assert np.array_equal(users, want_u) and np.array_equal(starts, want_s)
+        assert np.array_equal(data.train_window_users(stride), users)
+
+
 def test_popularity_groups_partition():
     counts = np.array([0, 50, 30, 10, 5, 3, 1, 1, 0])
     g = PopularityGroups.from_counts(counts)

@@ -112,3 +112,28 @@ def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
         seen[chosen] = True
     assert seen.all()  # over epochs every window is drawn
     assert np.array_equal(_epoch_windows(users, None, gen), np.arange(len(users)))
+
+
+def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli():
+    """FastDropout's byte-drawn mask: keep rate 1 - p in every byte lane, neighbours independent,
+    kept values scaled by 1 / (1 - p), identity in eval mode; p off the 1/256 grid uses uniforms."""
+    from popsteer.recommender import FastDropout
+
+    torch.manual_seed(0)
+    x = torch.randn(1000, 1000) + 3.0  # no zeros, so a dropped element is exactly the zeros of y
+    for p in (0.5, 0.25, 0.3):
+        drop = FastDropout(p).train()
+        y = drop(x)
+        kept = y != 0
+        keep, n = 1.0 - p, x.numel()
+        tol = 5 * (keep * p / n) ** 0.5  # five standard deviations
+        assert abs(kept.float().mean().item() - keep) < tol
+        lanes = kept.flatten().view(-1, 8).float().mean(0)  # the 8 bytes of each random 64-bit word
+        assert (lanes - keep).abs().max().item() < 5 * (keep * p / (n / 8)) ** 0.5
+        flat = kept.flatten()
+        for pairs in (flat.view(-1, 2), flat[1:-1].view(-1, 2)):  # disjoint neighbour pairs, both phases
+            both = (pairs[:, 0] & pairs[:, 1]).float().mean().item()
+            assert abs(both - keep * keep) < 5 * (keep * keep * (1 - keep * keep) / len(pairs)) ** 0.5
+        assert torch.allclose(y[kept], x[kept] / keep)
+        assert not torch.equal(kept, drop(x) != 0)  # a fresh mask every call
+        assert torch.equal(drop.eval()(x), x)
