@@ -96,6 +96,8 @@ class FastDropout(torch.nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)  # as nn.Dropout (no 0 * inf)
         return x * (self.mask(x).to(x.dtype) * (1.0 / (1.0 - self.p)))
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:

@@ -137,3 +137,4 @@ def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli():
         assert torch.allclose(y[kept], x[kept] / keep)
         assert not torch.equal(kept, drop(x) != 0)  # a fresh mask every call
         assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))  # as nn.Dropout(1.0)
