@@ -50,12 +50,10 @@ def main() -> None:
         windows_per_user=a.windows_per_user, eval_every=a.eval_every,
         data_dir=data_dir, out_dir=a.out_dir, verbose=False))
     ndcg, minutes = res["best_valid"]["ndcg@10"], res["train_minutes"]
-    cmd = (f".venv/bin/python bench/sasrec_ml1m.py --learning-rate {a.learning_rate} --batch-size {a.batch_size} "
-           f"--lr-schedule {a.lr_schedule}" + (f" --ema-decay {a.ema_decay}" if a.ema_decay else "")
-           + (f" --windows-per-user {a.windows_per_user}" if a.windows_per_user else "")
-           + (f" --eval-every {a.eval_every}" if a.eval_every != 1 else "")
-           + (f" --precision {a.precision}" if a.precision != "fp32" else "")
-           + (f" --stopping-step {a.stopping_step}" if a.stopping_step != 10 else ""))
+    always = ("learning_rate", "batch_size", "lr_schedule")  # the recorded commands always name these
+    cmd = ".venv/bin/python bench/sasrec_ml1m.py" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(a).items()
+        if k not in ("data_dir", "out_dir") and (k in always or v != ap.get_default(k)))
     ema = f", EMA decay {a.ema_decay} (kept: {res['best_weights']} weights)" if a.ema_decay else ""
     note = (f"best epoch {res['best_epoch']}{ema}, test NDCG@10 {res['test_result']['ndcg@10']:.4f}; "
             f"{a.lr_schedule} lr {a.learning_rate} (warm-up {a.warmup:.0%}), batch {a.batch_size} targets, stride {a.stride}, "

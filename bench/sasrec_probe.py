@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 # name: (peak lr, schedule, precision, epochs, batch targets, window stride[, other TrainConfig
 # fields]). Epochs: as many as 30 minutes of training give on the 2-core machine (anomaly mode
-# off), measured there per step plus ~3 s of valid pass per epoch: stride 25 batch 2048 ~51 s (35 epochs), bf16 ~39 s (46),
-# batch 1024 ~49 s (36), stride 50 ~42 s (43).
+# off), measured there per step plus ~3 s of valid pass per epoch: stride 25 batch 2048 ~51 s
+# (35 epochs), bf16 ~39 s (46), batch 1024 ~49 s (36), stride 50 ~42 s (43).
 CONFIGS = {
     "const-2e-3": (2e-3, "constant", "fp32", 35, 2048, 25),
     "const-1e-3": (1e-3, "constant", "fp32", 35, 2048, 25),

@@ -45,14 +45,8 @@ def main() -> None:
     batches = _window_batches(targets.numpy(), 2048, torch.Generator().manual_seed(0))[: a.steps + 3]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def set_masks(cls: type) -> None:
-        for module in list(model.modules()):
-            for name, child in module.named_children():
-                if isinstance(child, FastDropout):
-                    setattr(module, name, cls(child.p))
-
     def seconds_per_step(bf16: bool, masks: type) -> float:
-        set_masks(masks)
+        use_fast_dropout(model, masks)
         for i, idx in enumerate(batches):
             if i == 3:  # after 3 warm-up steps
                 t0 = time.perf_counter()

@@ -111,12 +111,12 @@ class FastDropout(torch.nn.Dropout):
         return words.view(torch.uint8)[:n].view(x.shape) < int(threshold)  # 8 uniform bytes per word
 
 
-def use_fast_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Swap every ``nn.Dropout`` inside ``model`` (RecBole's SASRec) for ``FastDropout``; returns it."""
+def use_fast_dropout(model: torch.nn.Module, cls: type[FastDropout] = FastDropout) -> torch.nn.Module:
+    """Swap every ``nn.Dropout`` (or ``FastDropout``) inside ``model`` (RecBole's SASRec) for ``cls``; returns it."""
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if type(child) is torch.nn.Dropout:
-                setattr(module, name, FastDropout(child.p))
+            if type(child) is torch.nn.Dropout or isinstance(child, FastDropout):
+                setattr(module, name, cls(child.p))
     return model
 
 
@@ -154,19 +154,26 @@ def _window_batches(targets: np.ndarray, batch_targets: int, gen: torch.Generato
     return list(perm.split(_windows_per_batch(targets, batch_targets)))
 
 
-def _epoch_windows(users: np.ndarray, per_user: int | None, gen: torch.Generator) -> np.ndarray:
-    """Indices of the windows one epoch trains on: all, or ``per_user`` random ones per user.
+def _epoch_windows(users: np.ndarray, per_user: int, gen: torch.Generator) -> np.ndarray:
+    """Sorted indices of ``per_user`` random windows per user (all of a user's when fewer).
 
     Args:
         users: (W,) non-decreasing user index of each window.
     """
-    if per_user is None:
-        return np.arange(len(users))
     keys = torch.rand(len(users), generator=gen, dtype=torch.float64).numpy()
     order = np.lexsort((keys, users))  # by user, random within a user
     first = np.searchsorted(users, users[order], side="left")  # users is sorted: group start
     rank = np.arange(len(users)) - first
     return np.sort(order[rank < per_user])
+
+
+def _epoch_batches(targets: np.ndarray, users: np.ndarray, per_user: int | None, batch_targets: int,
+                   gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's shuffled batches of window indices: over all windows, or ``per_user`` random ones per user."""
+    if per_user is None:
+        return _window_batches(targets, batch_targets, gen)
+    chosen = torch.as_tensor(_epoch_windows(users, per_user, gen))
+    return [chosen[b] for b in _window_batches(targets[chosen.numpy()], batch_targets, gen)]
 
 
 def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
@@ -197,11 +204,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
     for epoch in bar:
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
-        if cfg.windows_per_user is None:
-            batches = _window_batches(targets_np, cfg.batch_size, gen)
-        else:
-            chosen = torch.as_tensor(_epoch_windows(window_users, cfg.windows_per_user, gen))
-            batches = [chosen[b] for b in _window_batches(targets_np[chosen.numpy()], cfg.batch_size, gen)]
+        batches = _epoch_batches(targets_np, window_users, cfg.windows_per_user, cfg.batch_size, gen)
         for idx in progress(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             done = max(step / total_steps, (time.perf_counter() - t_start) / budget_s)
             for group in opt.param_groups:

@@ -98,10 +98,10 @@ def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
 
 def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
     """At most m windows per user per epoch, every user present, and other windows on other epochs."""
-    from popsteer.recommender import _epoch_windows
+    from popsteer.recommender import _epoch_batches, _epoch_windows
 
     users = ml100k_small.train_window_users(10)
-    inputs, _ = ml100k_small.train_windows(10)
+    inputs, targets = ml100k_small.train_windows(10)
     assert len(users) == len(inputs) and (np.diff(users) >= 0).all()
     gen = torch.Generator().manual_seed(0)
     seen = np.zeros(len(users), dtype=bool)
@@ -111,7 +111,11 @@ def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
         assert np.array_equal(per_user, np.minimum(np.bincount(users), 10))
         seen[chosen] = True
     assert seen.all()  # over epochs every window is drawn
-    assert np.array_equal(_epoch_windows(users, None, gen), np.arange(len(users)))
+    every = torch.cat(_epoch_batches(targets, users, None, 256, gen)).numpy()  # no cap: every window once
+    assert np.array_equal(np.sort(every), np.arange(len(users)))
+    capped = torch.cat(_epoch_batches(targets, users, 10, 256, gen)).numpy()  # the capped subset, each window once
+    assert len(np.unique(capped)) == len(capped)
+    assert np.array_equal(np.bincount(users[capped], minlength=users.max() + 1), np.minimum(np.bincount(users), 10))
 
 
 def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli():
