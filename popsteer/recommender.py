@@ -13,13 +13,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from popsteer import checkpoint
 from popsteer.config import SASRecConfig, TrainConfig
 from popsteer.data import SequenceData
 from popsteer.ema import WeightEMA
 from popsteer.errors import PopSteerError
 from popsteer.evaluate import Evaluator
+from popsteer.fused_ce import linear_cross_entropy
 from popsteer.progress import progress
 from popsteer.recbole_adapter import build_sasrec, sequence_output
 
@@ -128,8 +128,7 @@ def allpos_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Ten
     """
     out = sequence_output(model, inputs)  # (B, L, d)
     sel = targets > 0
-    logits = out[sel] @ model.item_embedding.weight.T  # (P, n_items)
-    return F.cross_entropy(logits, targets[sel])
+    return linear_cross_entropy(out[sel], model.item_embedding.weight, targets[sel])  # over (P, n_items) logits
 
 
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from popsteer.recommender import encode_prefixes, encode_users
@@ -118,13 +119,15 @@ def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
     assert np.array_equal(np.bincount(users[capped], minlength=users.max() + 1), np.minimum(np.bincount(users), 10))
 
 
-def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli(device):
     """FastDropout's byte-drawn mask: keep rate 1 - p in every byte lane, neighbours independent,
     kept values scaled by 1 / (1 - p), identity in eval mode; p off the 1/256 grid uses uniforms."""
     from popsteer.recommender import FastDropout
 
     torch.manual_seed(0)
-    x = torch.randn(1000, 1000) + 3.0  # no zeros, so a dropped element is exactly the zeros of y
+    x = torch.randn(1000, 1000, device=device) + 3.0  # no zeros, so a dropped element is exactly the zeros of y
     for p in (0.5, 0.25, 0.3):
         drop = FastDropout(p).train()
         y = drop(x)
