@@ -79,7 +79,7 @@ def main() -> None:
             best[name] = min(best[name], seconds_per_step(*v))
     for name, s in best.items():
         print(f"{name:28s} {s * 1e3:6.1f} ms/step", flush=True)
-    base, ratio = best["fp32, uniform masks"], lambda a, b: f"{best[a] / best[b]:.2f}x"
+    base, ratio = best["fp32, uniform masks"], lambda slow, fast: f"{best[slow] / best[fast]:.2f}x"
     note = "; ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()) + (
         f" per step of 2,048 targets (ML-1M, stride 25, best of {a.passes} interleaved passes of {a.steps} steps); "
         f"byte masks alone {ratio('fp32, uniform masks', 'fp32, byte masks')}, "
@@ -89,6 +89,7 @@ def main() -> None:
     record("sasrec_step_speedup", round(base / best["bf16, byte masks, fused CE"], 2),
            "x (fp32 uniform-mask unfused step / bf16 byte-mask fused-CE step)", "report", None,
            f".venv/bin/python bench/sasrec_step.py --steps {a.steps} --passes {a.passes}", note)
+
 
 if __name__ == "__main__":
     main()
