@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,15 +74,12 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(one_size(a.one, a.users, a.points, a.chunk)))
         return
+    from isolated import run_json
     from results import record
 
     rows = []
     for size in a.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--users", str(a.users),
-                              "--points", str(a.points), "--chunk", str(a.chunk)], capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(out.stderr[-3000:])
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_json(__file__, "--one", size, "--users", a.users, "--points", a.points, "--chunk", a.chunk))
         print(json.dumps(rows[-1]), flush=True)
     big = rows[-1]
     growth = ", ".join(f"{r['n_items']:,} items {r['seconds_per_point']:.1f} s/point ({r['peak_rss_gb']:.2f} GB)" for r in rows)

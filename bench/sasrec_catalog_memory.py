@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +66,7 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(one(a.one, bool(a.fused), a.steps)))
         return
+    from isolated import run_json
     from results import record
 
     rows = []
@@ -74,11 +74,7 @@ def main() -> None:
         for fused in (0, 1):
             if not fused and size > a.unfused_max:
                 continue
-            out = subprocess.run([sys.executable, __file__, "--one", str(size), "--fused", str(fused),
-                                  "--steps", str(a.steps)], capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(out.stderr[-3000:])
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(run_json(__file__, "--one", size, "--fused", fused, "--steps", a.steps))
             print(json.dumps(rows[-1]), flush=True)
     by = {(r["n_items"], r["loss"]): r for r in rows}
     both = max(n for n, loss in by if loss == "unfused")

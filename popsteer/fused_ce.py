@@ -78,19 +78,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         hc, wc = h.detach().to(cdt), weight.detach().to(cdt)
         n_items = weight.shape[0]
         rows = chunk_elements // n_items
-        if rows < min(ONE_PASS_MIN_ROWS, h.shape[0]):  # a large catalog: tiles of items too
+        tiled = rows < min(ONE_PASS_MIN_ROWS, h.shape[0])  # a large catalog: tiles of items too
+        if tiled:
             rows = TILED_ROWS
-        cols = max(1, chunk_elements // rows)  # items per tile
-        size = (lambda t: t.shape) if with_grad else (lambda t: (0,) * t.dim())
-        grad_h = torch.zeros(size(h), dtype=torch.float32, device=h.device)  # (P, d)
-        grad_w = torch.zeros(size(weight), dtype=torch.float32, device=h.device)  # (n, d)
+            cols = max(1, chunk_elements // rows)  # items per tile (< n_items)
+        grad_h = torch.zeros(h.shape if with_grad else (0,), dtype=torch.float32, device=h.device)  # (P, d)
+        grad_w = torch.zeros(weight.shape if with_grad else (0,), dtype=torch.float32, device=h.device)  # (n, d)
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], rows):
-            gh = grad_h[s:s + rows] if with_grad else grad_h
-            if cols >= n_items:
-                loss += _one_pass(hc[s:s + rows], wc, targets[s:s + rows], gh, grad_w, with_grad)
-            else:
-                loss += _tiled(hc[s:s + rows], wc, targets[s:s + rows], gh, grad_w, with_grad, cols)
+            chunk = (hc[s:s + rows], wc, targets[s:s + rows], grad_h[s:s + rows], grad_w, with_grad)
+            loss += _tiled(*chunk, cols) if tiled else _one_pass(*chunk)
         n = max(h.shape[0], 1)
         ctx.save_for_backward(grad_h.div_(n), grad_w.div_(n))
         ctx.dtypes = (h.dtype, weight.dtype)
