@@ -10,7 +10,7 @@ Each maps onto a ``popsteer`` subcommand; extra flags of that subcommand are acc
 
 import sys
 
-from popsteer.seed_cli import main
+from popsteer.app.seed_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

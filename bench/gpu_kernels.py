@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from popsteer import kernels  # noqa: E402
-from popsteer import topk as popsteer_topk  # noqa: E402
-from popsteer.sae import SAEConfig, TopKSAE  # noqa: E402
+from popsteer.kernels import triton_topk as kernels  # noqa: E402
+from popsteer.sae import topk as popsteer_topk  # noqa: E402
+from popsteer.sae.model import SAEConfig, TopKSAE  # noqa: E402
 
 
 def cuda_time(fn, reps: int = 20) -> float:

@@ -20,16 +20,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 
-from popsteer import checkpoint  # noqa: E402
-from popsteer.config import SASRecConfig  # noqa: E402
-from popsteer.evaluate import Evaluator, rank_topk  # noqa: E402
-from popsteer.grid import evaluate_grid, grid_points  # noqa: E402
-from popsteer.native import row_topk  # noqa: E402
-from popsteer.recbole_adapter import RecBolePipeline  # noqa: E402
-from popsteer.recommender import encode_users  # noqa: E402
-from popsteer.sae_steps import load_neuron_scores, load_sae_context  # noqa: E402
-from popsteer.steering import steering_delta  # noqa: E402
-from popsteer.topk import topk_relu_sparse  # noqa: E402
+from popsteer.util import checkpoint  # noqa: E402
+from popsteer.models.config import SASRecConfig  # noqa: E402
+from popsteer.eval.evaluator import Evaluator, rank_topk  # noqa: E402
+from popsteer.steering.grid import evaluate_grid, grid_points  # noqa: E402
+from popsteer.kernels.native import row_topk  # noqa: E402
+from popsteer.models.recbole_adapter import RecBolePipeline  # noqa: E402
+from popsteer.models.recommender import encode_users  # noqa: E402
+from popsteer.stages.sae_steps import load_neuron_scores, load_sae_context  # noqa: E402
+from popsteer.steering.steer import steering_delta  # noqa: E402
+from popsteer.sae.topk import topk_relu_sparse  # noqa: E402
 
 PAIRS = (("ndcg@10", "ndcg@10"), ("precision@10", "precision@10"), ("gini@10", "giniindex@10"),
          ("arp@10", "averagepopularity@10"))

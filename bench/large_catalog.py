@@ -39,11 +39,11 @@ def synthetic_catalog(n_items: int, n_users: int, d: int, seed: int = 0):
 
 
 def one_size(n_items: int, n_users: int, points: int, chunk: int) -> dict:
-    from popsteer.evaluate import Evaluator
-    from popsteer.grid import evaluate_grid, grid_points
-    from popsteer.popularity import PopularityGroups
-    from popsteer.sae import SAEConfig, TopKSAE
-    from popsteer.steering import NeuronScores
+    from popsteer.eval.evaluator import Evaluator
+    from popsteer.steering.grid import evaluate_grid, grid_points
+    from popsteer.eval.popularity import PopularityGroups
+    from popsteer.sae.model import SAEConfig, TopKSAE
+    from popsteer.steering.steer import NeuronScores
 
     d = 64
     emb, users, counts, targets = synthetic_catalog(n_items, n_users, d)

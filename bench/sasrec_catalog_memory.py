@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def one(n_items: int, fused: bool, steps: int) -> dict:
     from sasrec_step import unfused_loss
 
-    from popsteer.config import SASRecConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import allpos_loss
+    from popsteer.models.config import SASRecConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import allpos_loss
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 from shared_data import ml1m_data_dir  # noqa: E402
 
-from popsteer.steps import train_recommender  # noqa: E402
+from popsteer.stages.steps import train_recommender  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

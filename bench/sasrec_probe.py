@@ -54,10 +54,10 @@ CONFIGS |= {
 def run_one(name: str, dataset: str, data_dir: str | None, device: str, deadline: float, out: Path) -> None:
     import torch
 
-    from popsteer.config import SASRecConfig, TrainConfig
-    from popsteer.data import load_dataset
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import train_allpos
+    from popsteer.models.config import SASRecConfig, TrainConfig
+    from popsteer.data.sequences import load_dataset
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import train_allpos
 
     torch.set_num_threads(2)
     lr, schedule, precision, epochs, batch, stride, *extra = CONFIGS[name]

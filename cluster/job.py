@@ -25,7 +25,7 @@ from popsteer.platform.sweep import STAGES, SweepInterrupted, run_sweep  # noqa:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from popsteer.cli import _Parser, setup_logging
+    from popsteer.app.cli import _Parser, setup_logging
 
     p = _Parser(prog="cluster/job.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", help="sweep files, run in order")

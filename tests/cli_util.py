@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(args: list[str], cwd: Path, seed: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python run.py ARGS`` (seed=True) or ``python -m popsteer.cli ARGS`` in ``cwd``."""
-    entry = [str(ROOT / "run.py")] if seed else ["-m", "popsteer.cli"]
+    """``python run.py ARGS`` (seed=True) or ``python -m popsteer.app.cli ARGS`` in ``cwd``."""
+    entry = [str(ROOT / "run.py")] if seed else ["-m", "popsteer.app.cli"]
     return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 

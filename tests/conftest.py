@@ -31,7 +31,7 @@ def allowed_tmp_roots(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ml100k_small():
     """ml-100k loaded with max length 20 (the CI-sized SASRec's)."""
-    from popsteer.data import load_dataset
+    from popsteer.data.sequences import load_dataset
 
     return load_dataset("ml-100k", None, max_len=20)
 
@@ -41,11 +41,11 @@ def small_sasrec(ml100k_small, tmp_path_factory):
     """A small SASRec trained 2 epochs with the all-position trainer, saved as a checkpoint."""
     import torch
 
-    from popsteer.config import TrainConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import save_recommender, train_allpos
-    from popsteer.steps import SMALL_SASREC
-    from popsteer.config import SASRecConfig
+    from popsteer.models.config import TrainConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import save_recommender, train_allpos
+    from popsteer.stages.steps import SMALL_SASREC
+    from popsteer.models.config import SASRecConfig
 
     torch.manual_seed(0)
     hp = SASRecConfig(**SMALL_SASREC)

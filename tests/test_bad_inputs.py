@@ -72,7 +72,7 @@ def resave(src: str, name: str, tensors_fn=None, meta_fn=None) -> Setup:
     def setup(w: Path, ctx: Ctx) -> None:
         from safetensors.torch import load_file
 
-        from popsteer import checkpoint
+        from popsteer.util import checkpoint
 
         tensors, meta = load_file(ctx[src]), checkpoint.read_meta(ctx[src])
         if tensors_fn:
@@ -95,7 +95,7 @@ def nudge(tensors: dict) -> None:
 def base_elsewhere(changed: bool) -> Callable:
     """Bind the SAE to ``<w>/base.safetensors`` (a copy of the SASRec), missing or changed afterwards."""
     def meta_fn(meta: dict, w: Path) -> None:
-        from popsteer import checkpoint
+        from popsteer.util import checkpoint
 
         base = w / "base.safetensors"
         base.write_bytes(Path(meta["base_checkpoint"]).read_bytes())
@@ -375,13 +375,13 @@ def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
 
     import torch
 
-    from popsteer import checkpoint
-    from popsteer.config import SASRecConfig
-    from popsteer.data import load_dataset
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import save_recommender
-    from popsteer.sae import SAEConfig, TopKSAE
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.util import checkpoint
+    from popsteer.models.config import SASRecConfig
+    from popsteer.data.sequences import load_dataset
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import save_recommender
+    from popsteer.sae.model import SAEConfig, TopKSAE
+    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
     hp = SASRecConfig(**SMALL_SASREC)
@@ -398,7 +398,7 @@ def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory) -> Ctx:
     """The tiny SASRec and SAE checkpoints (``<fx>/saved``) and the SAE's analysis (``<fx>/datasets``)."""
-    from popsteer.cli import main
+    from popsteer.app.cli import main
 
     fx = tmp_path_factory.mktemp("bad_inputs")
     (fx / "saved").mkdir()
@@ -429,9 +429,9 @@ def _job_main(argv: list[str]) -> int:
 
 def _in_process(entry: str) -> Callable[[list[str]], int]:
     if entry == "cli":
-        from popsteer.cli import main
+        from popsteer.app.cli import main
     elif entry == "seed":
-        from popsteer.seed_cli import main
+        from popsteer.app.seed_cli import main
     elif entry == "sweep":
         from popsteer.platform.sweep import main
     else:

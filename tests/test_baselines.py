@@ -15,9 +15,9 @@ from popsteer.baselines.ipr import ipr_rerank
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, pick_with_fallback, rerank_split, tune_baseline
 from popsteer.errors import PopSteerError
-from popsteer.evaluate import Evaluator
-from popsteer.grid import tradeoff
-from popsteer.popularity import PopularityGroups
+from popsteer.eval.evaluator import Evaluator
+from popsteer.steering.grid import tradeoff
+from popsteer.eval.popularity import PopularityGroups
 
 K = 10
 
@@ -215,7 +215,7 @@ def test_pick_with_fallback_keeps_the_five_percent_rule():
 
 @pytest.fixture(scope="module")
 def ml100k_splits(ml100k_small, small_sasrec):
-    from popsteer.recommender import encode_users
+    from popsteer.models.recommender import encode_users
 
     model, _ = small_sasrec
     out = {}

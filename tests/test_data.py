@@ -7,15 +7,15 @@ import gzip
 import numpy as np
 import pytest
 
-from popsteer.config import SASRecConfig
-from popsteer.data import find_inter_file, load_dataset
+from popsteer.models.config import SASRecConfig
+from popsteer.data.sequences import find_inter_file, load_dataset
 from popsteer.errors import PopSteerError
-from popsteer.popularity import PopularityGroups
+from popsteer.eval.popularity import PopularityGroups
 
 
 @pytest.fixture(scope="module")
 def recbole_pipe():
-    from popsteer.recbole_adapter import RecBolePipeline
+    from popsteer.models.recbole_adapter import RecBolePipeline
 
     pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), SASRecConfig())
     yield pipe

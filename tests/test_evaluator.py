@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from popsteer.config import SASRecConfig
-from popsteer.data import find_inter_file
-from popsteer.evaluate import Evaluator, rank_topk
-from popsteer.metrics import gini
-from popsteer.recommender import evaluate_model
-from popsteer.steps import SMALL_SASREC
+from popsteer.models.config import SASRecConfig
+from popsteer.data.sequences import find_inter_file
+from popsteer.eval.evaluator import Evaluator, rank_topk
+from popsteer.eval.metrics import gini
+from popsteer.models.recommender import evaluate_model
+from popsteer.stages.steps import SMALL_SASREC
 
 
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_metrics_equal_recbole(small_sasrec, ml100k_small, split):
-    from popsteer.recbole_adapter import RecBolePipeline
+    from popsteer.models.recbole_adapter import RecBolePipeline
 
     model, _ = small_sasrec
     pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), SASRecConfig(**SMALL_SASREC))

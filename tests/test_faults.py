@@ -120,7 +120,7 @@ def _journal(exp_dir: Path) -> list[dict]:
 
 def _sync_cli(*args: str) -> dict:
     """``popsteer mlflow sync ARGS`` in a subprocess, as a user runs it; its JSON result."""
-    proc = subprocess.run([sys.executable, "-m", "popsteer.cli", "mlflow", "sync", *args], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "popsteer.app.cli", "mlflow", "sync", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -129,7 +129,7 @@ def _sync_cli(*args: str) -> dict:
 @pytest.fixture
 def sync(capsys, monkeypatch):
     """``popsteer mlflow sync ARGS`` in this process (saves an interpreter start); its JSON result."""
-    from popsteer.cli import main
+    from popsteer.app.cli import main
     from popsteer.platform.tracking import HTTP_CLIENT_DEFAULTS
 
     for name in (*HTTP_CLIENT_DEFAULTS, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
@@ -258,7 +258,7 @@ def test_mlflow_killed_mid_sweep_is_journaled_and_synced_once(tmp_path, small_sa
 def test_sync_while_the_server_is_still_down_keeps_the_journal(tmp_path, monkeypatch, capsys):
     """Journal against a closed port (a writer killed mid-line at its end), then sync to it: one error line,
     exit 2, and every record still pending for the next sync."""
-    from popsteer.cli import main
+    from popsteer.app.cli import main
     from popsteer.platform.journal import Journal, JournaledTracker, read_records
     from popsteer.platform.tracking import HTTP_CLIENT_DEFAULTS, Tracker
 
@@ -292,7 +292,7 @@ def test_sync_while_the_server_is_still_down_keeps_the_journal(tmp_path, monkeyp
 SAVE_SCRIPT = textwrap.dedent("""
     import resource, signal, sys
     import torch
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
     from popsteer.errors import PopSteerError
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
@@ -307,7 +307,7 @@ CLI_WITH_LIMIT = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
-    from popsteer.cli import main
+    from popsteer.app.cli import main
     sys.exit(main(sys.argv[2:]))
 """)
 
@@ -319,7 +319,7 @@ def _sha256(path: Path) -> str:
 def _old_checkpoint(folder: Path, name: str = "sae.safetensors") -> tuple[Path, str]:
     import torch
 
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
 
     path = checkpoint.save(folder / name, {"w": torch.arange(1000, dtype=torch.float32)}, {"kind": "sae", "d": 1})
     return path, _sha256(path)
@@ -329,7 +329,7 @@ def _assert_survived(path: Path, digest: str) -> None:
     """The old checkpoint is byte-identical and loads; no temporary file is left beside it."""
     import torch
 
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
 
     assert _sha256(path) == digest
     tensors, meta = checkpoint.load(path, "sae")
@@ -387,7 +387,7 @@ def small_tmpfs(tmp_path):
 def test_full_tmpfs_during_checkpoint_save_keeps_the_old_one(small_tmpfs):
     import torch
 
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
     from popsteer.errors import PopSteerError
 
     path, digest = _old_checkpoint(small_tmpfs)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from popsteer.data import load_dataset
+from popsteer.data.sequences import load_dataset
 from popsteer.errors import PopSteerError
-from popsteer.fetch import fetch_dataset
+from popsteer.data.fetch import fetch_dataset
 
 USERS, ITEMS = range(1, 7), (10, 20, 30, 40, 50, 60)
 MOVIES = [(10, "Toy Story (1995)", "Animation|Children's|Comedy"), (20, "Jumanji (1995)", "Adventure"),

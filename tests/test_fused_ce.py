@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from popsteer.fused_ce import linear_cross_entropy
+from popsteer.models.fused_ce import linear_cross_entropy
 
 
 def _case(P: int = 300, n: int = 257, d: int = 16, seed: int = 0, scale: float = 1.0):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from popsteer import kernels
-from popsteer.topk import _eager_topk_relu_sparse, topk_relu, topk_relu_sparse
+from popsteer.kernels import triton_topk as kernels
+from popsteer.sae.topk import _eager_topk_relu_sparse, topk_relu, topk_relu_sparse
 
 # The interpreter is slow (about 0.1 s per row of width 100): shapes stay tiny. Every k runs
 # in float32; the half types run the first two of each width.

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from popsteer import native
-from popsteer.evaluate import rank_topk
+from popsteer.kernels import native
+from popsteer.eval.evaluator import rank_topk
 
 HAS_CC = any(shutil.which(c) for c in ("cc", "gcc", "clang")) or bool(os.environ.get("CC"))
 
@@ -114,7 +114,7 @@ def _run(code: str, **env) -> str:
     return proc.stdout + proc.stderr
 
 
-PROBE = ("import logging, torch; logging.basicConfig(level=logging.INFO); from popsteer import native; "
+PROBE = ("import logging, torch; logging.basicConfig(level=logging.INFO); from popsteer.kernels import native; "
          "torch.manual_seed(0); x = torch.randn(64, 500); "
          "print('available', native.available()); "
          "print('same', torch.equal(native.row_topk(x, 10)[1], torch.topk(x, 10).indices))")
@@ -156,7 +156,7 @@ def test_library_others_can_write_is_not_loaded(tmp_path):
 def test_sae_topk_native_equals_torch_path(n, k):
     """The SAE's TopK(ReLU(h)) on CPU through the kernel (relu=True) == the torch-ops path:
     indices, values and gradients, on rows with ties, zeros, -0.0, NaN and few positives."""
-    from popsteer.topk import _eager_topk_relu_sparse, _torch_topk_relu_sparse
+    from popsteer.sae.topk import _eager_topk_relu_sparse, _torch_topk_relu_sparse
 
     gen = torch.Generator().manual_seed(n * 10 + k)
     h = torch.randn(40, n, generator=gen)

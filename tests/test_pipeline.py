@@ -60,7 +60,7 @@ def test_analysis_is_also_kept_per_sae(analysis, sae_ckpt):
     """A second SAE analysed into the same data folder does not take the first one's analysis away."""
     import argparse
 
-    from popsteer.sae_steps import analysis_dir, load_neuron_scores
+    from popsteer.stages.sae_steps import analysis_dir, load_neuron_scores
 
     own = analysis / "analysis" / sae_ckpt.stem
     assert analysis_dir(analysis.parent, "ml-100k", sae_ckpt) == own

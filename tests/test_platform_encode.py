@@ -14,10 +14,10 @@ pytestmark = requires(ray_unavailable())
 
 
 def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_sasrec, tmp_path_factory):
-    from popsteer import checkpoint
-    from popsteer.analysis import profile_lengths
+    from popsteer.util import checkpoint
+    from popsteer.steering.analysis import profile_lengths
     from popsteer.platform.encode import SPLITS, encode_inputs, ensure_encoded
-    from popsteer.recommender import encode_prefixes, encode_users
+    from popsteer.models.recommender import encode_prefixes, encode_users
 
     model, path = small_sasrec
     root = tmp_path_factory.getbasetemp() / "encoded"  # shared with the recovery tests

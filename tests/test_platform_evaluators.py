@@ -22,13 +22,13 @@ pytestmark = requires(ray_unavailable())
 @pytest.fixture(scope="module")
 def steering_setup(ml100k_small, small_sasrec, tmp_path_factory):
     """A small SAE (trained in-process), its Cohen's d, and the valid/test representations."""
-    from popsteer import checkpoint
-    from popsteer.analysis import analyze_neurons
-    from popsteer.evaluate import Evaluator
-    from popsteer.recommender import encode_users
-    from popsteer.sae import SAEConfig
-    from popsteer.sae_train import train_sae
-    from popsteer.steering import NeuronScores
+    from popsteer.util import checkpoint
+    from popsteer.steering.analysis import analyze_neurons
+    from popsteer.eval.evaluator import Evaluator
+    from popsteer.models.recommender import encode_users
+    from popsteer.sae.model import SAEConfig
+    from popsteer.sae.train import train_sae
+    from popsteer.steering.steer import NeuronScores
 
     model, _ = small_sasrec
     seq, ln, _ = ml100k_small.train_prefix_pairs()
@@ -58,7 +58,7 @@ def _pool(setup, size=2):
 
 
 def test_actor_grid_equals_single_process_grid(ray_session, steering_setup):
-    from popsteer.grid import evaluate_grid, grid_points
+    from popsteer.steering.grid import evaluate_grid, grid_points
     from popsteer.platform.evaluators import GridTask
 
     sae, path, scores, x, evaluators, item_emb = steering_setup
@@ -79,7 +79,7 @@ def test_actor_grid_equals_single_process_grid(ray_session, steering_setup):
 
 
 def test_killed_evaluator_loses_and_duplicates_no_point(ray_session, steering_setup):
-    from popsteer.grid import grid_points
+    from popsteer.steering.grid import grid_points
     from popsteer.platform.evaluators import GridTask
 
     sae = steering_setup[0]
@@ -131,7 +131,7 @@ def test_evaluator_process_killed_mid_grid_table_has_each_point_once(ray_session
     import pandas as pd
     import ray
 
-    from popsteer.grid import grid_points
+    from popsteer.steering.grid import grid_points
     from popsteer.platform.evaluators import SAEEntry
     from popsteer.platform.spec import SteeringSpec
     from popsteer.platform.stages import steering_stage

@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from popsteer import progress
-from popsteer.cli import main
-from popsteer.sae import SAEConfig
-from popsteer.sae_train import train_sae
+from popsteer.util import progress
+from popsteer.app.cli import main
+from popsteer.sae.model import SAEConfig
+from popsteer.sae.train import train_sae
 
 # e.g. "SAE: 100%|##########| 2/2 [00:00<00:00, 31.25epoch/s]": count, elapsed<remaining, rate
 ETA_BAR = re.compile(r"(\d+)/(\d+) \[\d+:\d\d<\d+:\d\d, +[\d.]+ ?(\w+/s|s/\w+)")
@@ -58,10 +58,10 @@ def test_a_terminal_shows_the_bar_unforced(monkeypatch):
 @pytest.fixture(scope="module")
 def sasrec_ckpt(ml100k_small, tmp_path_factory):
     """A small SASRec checkpoint saved by the library (untrained: only the bars matter here)."""
-    from popsteer.config import SASRecConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import save_recommender
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.models.config import SASRecConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import save_recommender
+    from popsteer.stages.steps import SMALL_SASREC
 
     hp = SASRecConfig(**SMALL_SASREC)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from popsteer.recommender import encode_prefixes, encode_users
+from popsteer.models.recommender import encode_prefixes, encode_users
 
 
 def test_encode_prefixes_matches_per_prefix_forward(small_sasrec, ml100k_small):
@@ -30,8 +30,8 @@ def test_recbole_import_leaves_anomaly_mode_off():
 
     raw = ("import numpy as np, torch; np.float_ = np.float64; np.complex_ = np.complex128; np.unicode_ = np.str_;"
            "import recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())")
-    fenced = ("import torch; from popsteer.config import SASRecConfig; from popsteer.data import find_inter_file;"
-              "from popsteer.recbole_adapter import RecBolePipeline, build_sasrec;"
+    fenced = ("import torch; from popsteer.models.config import SASRecConfig; from popsteer.data.sequences import find_inter_file;"
+              "from popsteer.models.recbole_adapter import RecBolePipeline, build_sasrec;"
               "build_sasrec(10, SASRecConfig()); print(torch.is_anomaly_enabled());"
               "p = RecBolePipeline('ml-100k', find_inter_file('ml-100k', None), SASRecConfig());"
               "p.trainer(p.new_model()); print(torch.is_anomaly_enabled()); p.close()")
@@ -41,7 +41,7 @@ def test_recbole_import_leaves_anomaly_mode_off():
 
 
 def test_weight_ema_averages_and_restores():
-    from popsteer.ema import WeightEMA
+    from popsteer.models.ema import WeightEMA
 
     lin = torch.nn.Linear(3, 2)
     ema = WeightEMA(lin, decay=0.5)
@@ -63,10 +63,10 @@ def test_weight_ema_averages_and_restores():
 
 def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
     """With ema_decay, each epoch scores raw and averaged weights; the model returned is the best of all of them."""
-    from popsteer.config import SASRecConfig, TrainConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import evaluate_model, train_allpos
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.models.config import SASRecConfig, TrainConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import evaluate_model, train_allpos
+    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
     model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
@@ -83,10 +83,10 @@ def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
 
 def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
     """A time budget that ends training between evaluations still scores, and keeps, the last epoch."""
-    from popsteer.config import SASRecConfig, TrainConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import evaluate_model, train_allpos
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.models.config import SASRecConfig, TrainConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import evaluate_model, train_allpos
+    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
     model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
@@ -99,7 +99,7 @@ def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
 
 def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
     """At most m windows per user per epoch, every user present, and other windows on other epochs."""
-    from popsteer.recommender import _epoch_batches, _epoch_windows
+    from popsteer.models.recommender import _epoch_batches, _epoch_windows
 
     users = ml100k_small.train_window_users(10)
     inputs, targets = ml100k_small.train_windows(10)
@@ -124,7 +124,7 @@ def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
 def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli(device):
     """FastDropout's byte-drawn mask: keep rate 1 - p in every byte lane, neighbours independent,
     kept values scaled by 1 / (1 - p), identity in eval mode; p off the 1/256 grid uses uniforms."""
-    from popsteer.recommender import FastDropout
+    from popsteer.models.recommender import FastDropout
 
     torch.manual_seed(0)
     x = torch.randn(1000, 1000, device=device) + 3.0  # no zeros, so a dropped element is exactly the zeros of y

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import popsteer.sae_train as sae_train
+import popsteer.sae.train as sae_train
 from popsteer.errors import PopSteerError
-from popsteer.sae import SAEConfig, TopKSAE, fvu
-from popsteer.sae_train import sae_report, train_sae
+from popsteer.sae.model import SAEConfig, TopKSAE, fvu
+from popsteer.sae.train import sae_report, train_sae
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_fvu", "valid_fvu", "valid_auxk", "dead_fraction", "lr", "seconds"}
 

@@ -134,9 +134,9 @@ def test_operator_roots_and_set_overrides_are_trusted(project, tmp_path, monkeyp
 
 def test_checkpoint_header_naming_an_outside_base_is_refused(project, capsys):
     """An SAE whose header points its base recommender outside the roots: one error line, exit 2."""
-    from popsteer import checkpoint
-    from popsteer.cli import main
-    from popsteer.sae import SAEConfig, TopKSAE
+    from popsteer.util import checkpoint
+    from popsteer.app.cli import main
+    from popsteer.sae.model import SAEConfig, TopKSAE
 
     cfg = SAEConfig(k=2, scale=2)
     sae_path = project / "saved" / "evil-sae.safetensors"

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from popsteer.cli import main
+from popsteer.app.cli import main
 
 
 @pytest.fixture(scope="module")
 def artifacts(ml100k_small, tmp_path_factory) -> tuple[Path, Path]:
     """(data dir, out dir) after train-sae, analyze and steer on a small (untrained) SASRec saved by the
     library, plus a corrupt checkpoint and a sweep folder."""
-    from popsteer.config import SASRecConfig
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import save_recommender
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.models.config import SASRecConfig
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import save_recommender
+    from popsteer.stages.steps import SMALL_SASREC
 
     root = tmp_path_factory.mktemp("status")
     data, out = root / "datasets", root / "saved"

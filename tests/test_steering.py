@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy import stats
 
-from popsteer.analysis import RunningMoments, cohens_d, profile_lengths, synthetic_profiles
+from popsteer.steering.analysis import RunningMoments, cohens_d, profile_lengths, synthetic_profiles
 from popsteer.errors import PopSteerError
-from popsteer.grid import grid_points, pick_point
-from popsteer.steering import NeuronScores, steering_delta, steering_weights
+from popsteer.steering.grid import grid_points, pick_point
+from popsteer.steering.steer import NeuronScores, steering_delta, steering_weights
 
 
 def test_cohens_d_matches_scipy_and_numpy():
@@ -87,10 +87,10 @@ def test_grid_and_pick():
 def test_batched_grid_equals_per_point(user_chunk, workers):
     """Chunked multi-point evaluation (in 1 or 3 threads) == one full reconstruction + scoring
     per point, exactly."""
-    from popsteer.evaluate import Evaluator
-    from popsteer.grid import evaluate_grid, evaluate_point
-    from popsteer.popularity import PopularityGroups
-    from popsteer.sae import SAEConfig, TopKSAE
+    from popsteer.eval.evaluator import Evaluator
+    from popsteer.steering.grid import evaluate_grid, evaluate_point
+    from popsteer.eval.popularity import PopularityGroups
+    from popsteer.sae.model import SAEConfig, TopKSAE
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()
@@ -116,8 +116,8 @@ def test_batched_grid_equals_per_point(user_chunk, workers):
 @pytest.mark.parametrize("k", [1, 4, 32])
 def test_candidate_topk_equals_eager(k):
     """TopK over a group's candidate columns == the eager top-k of every steered row, exactly."""
-    from popsteer.grid_topk import CandidateTopK
-    from popsteer.topk import _eager_topk_relu_sparse
+    from popsteer.steering.candidates import CandidateTopK
+    from popsteer.sae.topk import _eager_topk_relu_sparse
 
     g = torch.Generator().manual_seed(k)
     n = 256

@@ -1,5 +1,5 @@
 """Score a re-ranker's grid on a split and tune it on validation with PopSteer's rule
-(``popsteer.grid.pick_point``: max relative Gini drop minus relative NDCG drop, NDCG drop
+(``popsteer.steering.grid.pick_point``: max relative Gini drop minus relative NDCG drop, NDCG drop
 <= 5% against SASRec on validation); the pick is reported on test.
 """
 
@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, split_context
-from popsteer.data import SequenceData
-from popsteer.evaluate import Evaluator
-from popsteer.grid import pick_point, tradeoff
-from popsteer.progress import progress
+from popsteer.data.sequences import SequenceData
+from popsteer.eval.evaluator import Evaluator
+from popsteer.steering.grid import pick_point, tradeoff
+from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ScoredSplit:
 
     @classmethod
     def from_cache(cls, cache, data: SequenceData, split: str) -> "ScoredSplit":
-        """From a ``popsteer.sae_steps.SplitCache`` (users already encoded)."""
+        """From a ``popsteer.stages.sae_steps.SplitCache`` (users already encoded)."""
         return cls(cache.x, cache.item_emb, cache.evaluator, split_context(data, split, cache.evaluator.groups))
 
 

@@ -1,4 +1,4 @@
-"""The distributed platform: the same steps as ``popsteer.sae_steps``, run as Ray jobs.
+"""The distributed platform: the same steps as ``popsteer.stages.sae_steps``, run as Ray jobs.
 
 - ``encode``: Ray Data encoding of user representations into a shared, manifest-checked folder;
 - ``trainable`` + ``sweep``: a Ray Tune SAE sweep declared by one YAML file (``spec``);

@@ -33,12 +33,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from popsteer import checkpoint
-from popsteer.analysis import profile_lengths, synthetic_profiles
-from popsteer.atomic import write_text
-from popsteer.data import SequenceData
+from popsteer.util import checkpoint
+from popsteer.steering.analysis import profile_lengths, synthetic_profiles
+from popsteer.util.atomic import write_text
+from popsteer.data.sequences import SequenceData
 from popsteer.errors import PopSteerError
-from popsteer.popularity import PopularityGroups
+from popsteer.eval.popularity import PopularityGroups
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class SASRecEncoder:
         import torch
 
         from popsteer.platform.cluster import torch_device
-        from popsteer.recommender import load_recommender
+        from popsteer.models.recommender import load_recommender
 
         model, _ = load_recommender(checkpoint_path)
         device = torch_device()
@@ -127,7 +127,7 @@ class SASRecEncoder:
         return int(self.model.item_embedding.weight.shape[1])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from popsteer.recommender import encode_users, encode_windows
+        from popsteer.models.recommender import encode_users, encode_windows
 
         if batch.num_rows == 0:
             return pa.table({"split": batch["split"], "row": batch["row"],

@@ -3,7 +3,7 @@
 Each ``GridEvaluator`` actor receives, once, the item table, the valid and test users' x
 and their ``Evaluator``s (through the object store), loads each SAE it is asked about once
 and caches its pre-activations h (U, n) per split. A task scores one grid point of one SAE
-with ``popsteer.grid.evaluate_grid`` on both splits, so a row is exactly the single-process
+with ``popsteer.steering.grid.evaluate_grid`` on both splits, so a row is exactly the single-process
 row. Actors restart when their process dies (``max_restarts``) and Ray retries their queued
 and running tasks (``max_task_retries``); a task that still fails is resubmitted to another
 actor. Results are keyed by task, so every point appears once in the table.
@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from popsteer.grid import GridPoint, evaluate_grid
-from popsteer.steering import NeuronScores
+from popsteer.steering.grid import GridPoint, evaluate_grid
+from popsteer.steering.steer import NeuronScores
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class GridEvaluator:
         if key not in self._cache:
             import torch
 
-            from popsteer.sae_steps import load_sae
+            from popsteer.stages.sae_steps import load_sae
 
             sae, _ = load_sae(self.saes[key].path)
             sae = sae.to(self.device)

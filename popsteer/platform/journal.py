@@ -31,10 +31,10 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from popsteer.atomic import atomic_path
+from popsteer.util.atomic import atomic_path
 from popsteer.errors import PopSteerError
 from popsteer.platform.tracking import (SWEEP_KEY_TAG, Tracker, clean_metrics, flatten, resolve_tracking_uri)
-from popsteer.redact import MASK, redact, redact_all, redact_text
+from popsteer.util.redact import MASK, redact, redact_all, redact_text
 
 log = logging.getLogger(__name__)
 

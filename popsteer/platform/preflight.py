@@ -13,7 +13,7 @@ from importlib import metadata
 from urllib.parse import urlsplit
 
 from popsteer.errors import PopSteerError
-from popsteer.redact import redact_text
+from popsteer.util.redact import redact_text
 
 CONNECT_TIMEOUT_S = 3.0
 MLFLOW_SCHEMES = {"", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",

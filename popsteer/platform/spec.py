@@ -7,7 +7,7 @@ against ``$POPSTEER_ROOT`` when set, else the current directory: under ``ray job
 current directory is the uploaded copy of the repository, so give results a lasting home
 with ``--set storage=/abs/path`` (or shared storage on a cluster). Paths the file names must
 stay inside the project, ``data_dir``, ``storage`` or ``$POPSTEER_ALLOWED_ROOTS`` (symlinks
-resolved; see ``popsteer.safepaths``); ``--set`` values are the operator's and not checked.
+resolved; see ``popsteer.util.safepaths``); ``--set`` values are the operator's and not checked.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Literal
 import yaml
 
 from popsteer.errors import PopSteerError
-from popsteer.grid import DEFAULT_ALPHAS, DEFAULT_NS
-from popsteer.safepaths import base_roots, check_inside, uri_path
-from popsteer.sae import SAEConfig
+from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
+from popsteer.util.safepaths import base_roots, check_inside, uri_path
+from popsteer.sae.model import SAEConfig
 
 EPOCH_METRICS = ("valid_loss", "valid_fvu", "valid_auxk", "train_loss", "train_fvu", "dead_fraction")
 """Metrics every trial report carries (the sweep's ``metric`` must be one of them)."""
@@ -382,7 +382,7 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
 
 
 def check_paths(spec: SweepSpec, trusted: set[str], source: str) -> None:
-    """Refuse a path of the sweep file outside the allowed roots (``popsteer.safepaths``).
+    """Refuse a path of the sweep file outside the allowed roots (``popsteer.util.safepaths``).
 
     ``data_dir`` and ``storage`` must lie in the project, the repository or
     ``$POPSTEER_ALLOWED_ROOTS``; the other paths may also lie in those two folders. Keys set

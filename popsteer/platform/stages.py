@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from popsteer import checkpoint
-from popsteer.analysis import GroupStats, RunningMoments, cohens_d
-from popsteer.atomic import write_csv, write_text
-from popsteer.config import SASRecConfig, TrainConfig
+from popsteer.util import checkpoint
+from popsteer.steering.analysis import GroupStats, RunningMoments, cohens_d
+from popsteer.util.atomic import write_csv, write_text
+from popsteer.models.config import SASRecConfig, TrainConfig
 from popsteer.errors import PopSteerError
-from popsteer.grid import grid_points, pick_point, tradeoff
+from popsteer.steering.grid import grid_points, pick_point, tradeoff
 from popsteer.platform.evaluators import EvaluatorPool, GridTask, SAEEntry
 from popsteer.platform.spec import SteeringSpec, SweepSpec, TrainRecommenderSpec
-from popsteer.steering import NeuronScores
+from popsteer.steering.steer import NeuronScores
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def _expected_recommender(spec: SweepSpec) -> tuple[dict, dict]:
-    from popsteer.steps import SMALL_SASREC
+    from popsteer.stages.steps import SMALL_SASREC
 
     tr = spec.train_recommender
     hp = SASRecConfig(**(SMALL_SASREC if tr.small else {}))
@@ -44,8 +44,8 @@ def _expected_recommender(spec: SweepSpec) -> tuple[dict, dict]:
 
 
 def _train_recommender_task(tr: TrainRecommenderSpec, dataset: str, data_dir: str, out_dir: str) -> str:
-    from popsteer.cli import setup_logging
-    from popsteer.steps import train_recommender
+    from popsteer.app.cli import setup_logging
+    from popsteer.stages.steps import train_recommender
 
     setup_logging(False)
     args = argparse.Namespace(dataset=dataset, trainer="allpos", epochs=tr.epochs, learning_rate=tr.learning_rate,
@@ -84,7 +84,7 @@ def analyze_encoded(sae_path: str, encoded_dir: str, batch_size: int = 4096) -> 
 
     from popsteer.platform.cluster import torch_device
     from popsteer.platform.encode import EncodedData
-    from popsteer.sae_steps import load_sae
+    from popsteer.stages.sae_steps import load_sae
 
     device = torch_device()
     sae, _ = load_sae(sae_path)

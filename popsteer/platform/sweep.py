@@ -24,7 +24,7 @@ from pathlib import Path
 
 from popsteer.errors import PopSteerError
 from popsteer.platform.spec import SweepSpec, load_spec
-from popsteer.redact import redact_text
+from popsteer.util.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def stage_file(spec: SweepSpec, stage: str) -> Path:
 
 
 def write_stage(spec: SweepSpec, stage: str, result: dict) -> dict:
-    from popsteer.atomic import write_text
+    from popsteer.util.atomic import write_text
 
     write_text(stage_file(spec, stage), json.dumps(result, indent=2, default=_json_default))
     return result
@@ -79,7 +79,7 @@ def tracker_of(spec: SweepSpec):
 
 
 def stage_recommender(spec: SweepSpec) -> dict:
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
     from popsteer.platform import stages
 
     path = stages.recommender_stage(spec).resolve()
@@ -90,8 +90,8 @@ def stage_recommender(spec: SweepSpec) -> dict:
 
 def _load(spec: SweepSpec, rec: dict):
     """The dataset (at the checkpoint's max length), SASRec and its item table (n_items, d)."""
-    from popsteer.data import load_dataset
-    from popsteer.recommender import load_recommender
+    from popsteer.data.sequences import load_dataset
+    from popsteer.models.recommender import load_recommender
 
     data = load_dataset(spec.dataset, spec.data_dir, max_len=rec["max_len"])
     sasrec, _ = load_recommender(rec["checkpoint"], data)
@@ -178,7 +178,7 @@ def select_trials(rows: list[dict], spec: SweepSpec) -> list[dict]:
 
 
 def stage_sweep(spec: SweepSpec, rec: dict, enc: dict, tracker, resume: bool = False) -> dict:
-    from popsteer.evaluate import Evaluator
+    from popsteer.eval.evaluator import Evaluator
     from popsteer.platform.tracking import MlflowTrialCallback
     from popsteer.platform.trainable import TrialContext
 
@@ -229,11 +229,11 @@ def stage_analysis(spec: SweepSpec, enc: dict, sweep: dict, tracker) -> dict:
 def stage_steering(spec: SweepSpec, rec: dict, enc: dict, analysis: dict, tracker) -> dict:
     import pandas as pd
 
-    from popsteer.evaluate import Evaluator
+    from popsteer.eval.evaluator import Evaluator
     from popsteer.platform import stages
     from popsteer.platform.encode import EncodedData
     from popsteer.platform.evaluators import SAEEntry
-    from popsteer.steering import NeuronScores
+    from popsteer.steering.steer import NeuronScores
 
     data, item_emb = _load(spec, rec)
     entries, n_hidden = [], {}
@@ -294,7 +294,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender",
                "recommender": rec, "encoded_dir": enc and enc["encoded_dir"], "sweep": sweep,
                "analysis": analysis, "steering": steering}
     path = spec.experiment_dir / "sweep_summary.json"
-    from popsteer.atomic import write_text
+    from popsteer.util.atomic import write_text
 
     write_text(path, json.dumps(summary, indent=2, default=_json_default))
     if tracker is not None:
@@ -329,7 +329,7 @@ def _log_headline(tracker, summary: dict, summary_path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from popsteer.cli import _Parser
+    from popsteer.app.cli import _Parser
 
     p = _Parser(prog="python -m popsteer.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="the sweep file, e.g. sweeps/smoke.yaml")
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from popsteer.cli import setup_logging
+    from popsteer.app.cli import setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

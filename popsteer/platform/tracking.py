@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from popsteer.redact import redact, redact_all, redact_text
+from popsteer.util.redact import redact, redact_all, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, str]:
-    """Nested dict -> {"a.b.c": str(value)} (MLflow params), credentials redacted (``popsteer.redact``)."""
+    """Nested dict -> {"a.b.c": str(value)} (MLflow params), credentials redacted (``popsteer.util.redact``)."""
     out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"

@@ -43,7 +43,7 @@ class TrialContext:
     search: SearchSpec
     experiment_dir: str
     sasrec_train_mode: bool
-    valid_evaluator: object  # popsteer.evaluate.Evaluator of the valid split
+    valid_evaluator: object  # popsteer.eval.evaluator.Evaluator of the valid split
     item_emb: np.ndarray  # (n_items, d) SASRec's item table
 
 
@@ -69,10 +69,10 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from popsteer import checkpoint
+    from popsteer.util import checkpoint
     from popsteer.platform.cluster import torch_device
     from popsteer.platform.encode import EncodedData
-    from popsteer.sae_train import sae_report, train_sae
+    from popsteer.sae.train import sae_report, train_sae
 
     key = trial_key(config)
     trial_id = tune.get_context().get_trial_id()

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from popsteer.errors import PopSteerError
-from popsteer.progress import progress
-from popsteer.sae import SAEConfig, TopKSAE
+from popsteer.util.progress import progress
+from popsteer.sae.model import SAEConfig, TopKSAE
 
 logger = logging.getLogger(__name__)
 

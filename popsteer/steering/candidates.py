@@ -5,7 +5,7 @@ For a group of deltas (the grid points), each column's steered value lies betwee
 (K+1)-th largest lower bound T is at most its (K+1)-th largest steered value at every delta
 of the group, so each of those top-(K+1) columns has an upper bound >= T: the candidate
 columns (upper bound >= T; ~300 of 4096 per row on average for ML-1M's 56 points) are all that is ranked per
-point. Rows whose top-(K+1) holds a tie are redone by ``popsteer.topk``'s eager path on the
+point. Rows whose top-(K+1) holds a tie are redone by ``popsteer.sae.topk``'s eager path on the
 whole row, so the result equals ``_eager_topk_relu_sparse(h + delta, K)`` exactly.
 
 Rows are ranked in buckets of similar candidate counts, each padded only to its own widest
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from popsteer.topk import _eager_topk_relu_sparse, relu
+from popsteer.sae.topk import _eager_topk_relu_sparse, relu
 
 
 class CandidateTopK:

@@ -156,7 +156,7 @@ def add_status(sub) -> None:
 
 
 def status(args: argparse.Namespace) -> None:
-    from popsteer.status import status_text
+    from popsteer.app.status import status_text
 
     print(status_text(args.dataset, args.data_dir, args.out_dir))
 
@@ -196,7 +196,7 @@ def setup_logging(verbose: bool) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from popsteer import steps
+    from popsteer.stages import steps
 
     handlers = {
         "train-recommender": steps.train_recommender,
@@ -209,7 +209,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "pipeline": steps.pipeline,
         "status": status,
         "mlflow": lambda a: __import__("popsteer.platform.journal", fromlist=["sync_step"]).sync_step(a),  # lazy: ray
-        "report": lambda a: __import__("popsteer.report", fromlist=["report_step"]).report_step(a),  # lazy: matplotlib
+        "report": lambda a: __import__("popsteer.stages.report", fromlist=["report_step"]).report_step(a),  # lazy: matplotlib
     }
     result = handlers[args.cmd](args)
     if result is not None:

@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from popsteer.atomic import atomic_path
-from popsteer.data import DATASETS, EMBEDDED, find_inter_file
+from popsteer.util.atomic import atomic_path
+from popsteer.data.sequences import DATASETS, EMBEDDED, find_inter_file
 from popsteer.errors import PopSteerError
-from popsteer.progress import progress
+from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from popsteer.errors import PopSteerError
-from popsteer.topk import topk_relu_sparse
+from popsteer.sae.topk import topk_relu_sparse
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from popsteer import checkpoint
-from popsteer.analysis import analyze_neurons, top_items_per_neuron
-from popsteer.atomic import write_csv, write_text
-from popsteer.data import SequenceData, load_dataset
+from popsteer.util import checkpoint
+from popsteer.steering.analysis import analyze_neurons, top_items_per_neuron
+from popsteer.util.atomic import write_csv, write_text
+from popsteer.data.sequences import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
-from popsteer.evaluate import Evaluator
-from popsteer.grid import evaluate_grid, grid_points, pick_point, tradeoff
-from popsteer.recommender import encode_prefixes, encode_users, load_recommender
-from popsteer.safepaths import base_roots, check_inside
-from popsteer.sae import SAEConfig, TopKSAE
-from popsteer.sae_train import sae_report, train_sae
-from popsteer.steering import NeuronScores, check_strength, steered_reconstruction, steering_delta
+from popsteer.eval.evaluator import Evaluator
+from popsteer.steering.grid import evaluate_grid, grid_points, pick_point, tradeoff
+from popsteer.models.recommender import encode_prefixes, encode_users, load_recommender
+from popsteer.util.safepaths import base_roots, check_inside
+from popsteer.sae.model import SAEConfig, TopKSAE
+from popsteer.sae.train import sae_report, train_sae
+from popsteer.steering.steer import NeuronScores, check_strength, steered_reconstruction, steering_delta
 
 log = logging.getLogger(__name__)
 

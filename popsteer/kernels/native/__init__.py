@@ -4,7 +4,7 @@
 ``torch.topk`` returns. The kernel behind it (``kernel_topk``) bounds each row's k-th value
 with a vertical max over 32 or 64 lanes, then one pass that mostly only compares against the
 running k-th value: ~10x faster than ``torch.topk`` on a (256, 3,417) fp32 block here (0.15 vs
-1.5 ms, single thread). With ``relu=True`` it is also the SAE's TopK on CPU (``popsteer.topk``).
+1.5 ms, single thread). With ``relu=True`` it is also the SAE's TopK on CPU (``popsteer.sae.topk``).
 Rows with an exact tie near the top are handed back to
 ``torch.topk`` (its order among equal scores is its own, and RecBole's evaluator sees it).
 

@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from popsteer import checkpoint
-from popsteer.config import SASRecConfig
-from popsteer.data import SequenceData, find_inter_file, load_dataset, read_atomic_inter
+from popsteer.util import checkpoint
+from popsteer.models.config import SASRecConfig
+from popsteer.data.sequences import SequenceData, find_inter_file, load_dataset, read_atomic_inter
 from popsteer.errors import PopSteerError
-from popsteer.recbole_adapter import build_sasrec, load_foreign_checkpoint
+from popsteer.models.recbole_adapter import build_sasrec, load_foreign_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The SAE activation ``TopK(ReLU(h), k)``: eager torch or the Triton kernel, same result.
 
 Path choice, per call:
-- ``POPSTEER_TRITON=0``: eager (fp32 on the CPU: the native C kernel of ``popsteer.native``;
+- ``POPSTEER_TRITON=0``: eager (fp32 on the CPU: the native C kernel of ``popsteer.kernels.native``;
   otherwise torch ops).
 - ``POPSTEER_TRITON=1``: the Triton kernel (on CPU only under ``TRITON_INTERPRET=1``).
 - unset: Triton when h is on CUDA and triton is installed; if its first launch fails, a
@@ -19,7 +19,8 @@ import os
 import torch
 from torch import Tensor
 
-from popsteer import kernels, native
+from popsteer.kernels import native
+from popsteer.kernels import triton_topk as kernels
 from popsteer.errors import PopSteerError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def relu(x: Tensor) -> Tensor:
 def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Eager twin of ``kernels.triton_topk_relu`` with autograd. h (N, n) -> (N, k), (N, k).
 
-    fp32 on the CPU with the native kernel built (``popsteer.native``): the kernel ranks
+    fp32 on the CPU with the native kernel built (``popsteer.kernels.native``): the kernel ranks
     ReLU(h) in exactly the documented order without materialising ReLU(h) (which alone cost
     more than ``torch.topk`` here). Otherwise ``_torch_topk_relu_sparse``.
     """

@@ -13,15 +13,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from popsteer import checkpoint
-from popsteer.config import SASRecConfig, TrainConfig
-from popsteer.data import SequenceData
-from popsteer.ema import WeightEMA
+from popsteer.util import checkpoint
+from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.data.sequences import SequenceData
+from popsteer.models.ema import WeightEMA
 from popsteer.errors import PopSteerError
-from popsteer.evaluate import Evaluator
-from popsteer.fused_ce import linear_cross_entropy
-from popsteer.progress import progress
-from popsteer.recbole_adapter import build_sasrec, sequence_output
+from popsteer.eval.evaluator import Evaluator
+from popsteer.models.fused_ce import linear_cross_entropy
+from popsteer.util.progress import progress
+from popsteer.models.recbole_adapter import build_sasrec, sequence_output
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def train_allpos(model: torch.nn.Module, data: SequenceData, cfg: TrainConfig,
 def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
                   on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """RecBole's own per-prefix trainer (one sample per prefix), scored by our evaluator."""
-    from popsteer.recbole_adapter import RecBolePipeline
+    from popsteer.models.recbole_adapter import RecBolePipeline
 
     pipe = RecBolePipeline(data.name, Path(data.source), hp, {
         "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed})

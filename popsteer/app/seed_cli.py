@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from popsteer.cli import build_parser, run
+from popsteer.app.cli import build_parser, run
 
 MODES = {
     "--train_recommender": "train-recommender",

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from popsteer.data import SequenceData
-from popsteer.popularity import PopularityGroups
-from popsteer.progress import batches
+from popsteer.data.sequences import SequenceData
+from popsteer.eval.popularity import PopularityGroups
+from popsteer.util.progress import batches
 
 
 def profile_lengths(data: SequenceData) -> np.ndarray:

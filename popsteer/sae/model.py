@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from popsteer.errors import PopSteerError
-from popsteer.topk import topk_relu, topk_relu_sparse
+from popsteer.sae.topk import topk_relu, topk_relu_sparse
 
 logger = logging.getLogger(__name__)
 

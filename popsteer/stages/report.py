@@ -2,7 +2,7 @@
 
 For each SAE checkpoint's dataset, on the test split: SASRec, the unsteered SAE, PopSteer at
 the paper's defaults, PopSteer tuned on validation, and every re-ranking baseline tuned on
-validation with the same rule (``popsteer.grid.pick_point``); the trade-off plot (NDCG@10
+validation with the same rule (``popsteer.steering.grid.pick_point``); the trade-off plot (NDCG@10
 against Gini@10, every method's grid on validation and test); PopSteer's alpha and N sweeps;
 the neurons with the largest |Cohen's d| and the items that drive them; fidelity checks
 against the authors' files when they are present; a closing comparison. Every file is
@@ -24,17 +24,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from popsteer.atomic import atomic_path, write_csv, write_text
+from popsteer.util.atomic import atomic_path, write_csv, write_text
 from popsteer.baselines import BASELINES, Baseline
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, pick_with_fallback, tune_baseline
-from popsteer.data import EMBEDDED, SequenceData, embedded_data_dir
+from popsteer.data.sequences import EMBEDDED, SequenceData, embedded_data_dir
 from popsteer.errors import PopSteerError
-from popsteer.grid import DEFAULT_ALPHAS, DEFAULT_NS, evaluate_grid, grid_points, tradeoff
-from popsteer.popularity import PopularityGroups
-from popsteer import checkpoint
-from popsteer.sae_steps import SplitCache, analysis_dir, load_neuron_scores, load_sae_context
-from popsteer.steering import steered_reconstruction, steering_delta
+from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS, evaluate_grid, grid_points, tradeoff
+from popsteer.eval.popularity import PopularityGroups
+from popsteer.util import checkpoint
+from popsteer.stages.sae_steps import SplitCache, analysis_dir, load_neuron_scores, load_sae_context
+from popsteer.steering.steer import steered_reconstruction, steering_delta
 
 log = logging.getLogger(__name__)
 

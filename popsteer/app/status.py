@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from popsteer import checkpoint
+from popsteer.util import checkpoint
 from popsteer.errors import PopSteerError
 
 log = logging.getLogger(__name__)

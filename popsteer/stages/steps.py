@@ -7,9 +7,9 @@ import logging
 import time
 from pathlib import Path
 
-from popsteer import checkpoint
-from popsteer.config import SASRecConfig, TrainConfig
-from popsteer.data import load_dataset
+from popsteer.util import checkpoint
+from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.data.sequences import load_dataset
 from popsteer.errors import PopSteerError
 
 log = logging.getLogger(__name__)
@@ -18,8 +18,8 @@ SMALL_SASREC = dict(n_layers=1, n_heads=1, hidden_size=32, inner_size=64, max_le
 
 
 def train_recommender(args: argparse.Namespace) -> dict:
-    from popsteer.recbole_adapter import build_sasrec
-    from popsteer.recommender import evaluate_model, save_recommender, train_allpos, train_recbole
+    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recommender import evaluate_model, save_recommender, train_allpos, train_recbole
 
     hp = SASRecConfig(**(SMALL_SASREC if getattr(args, "small", False) else {}))
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,
@@ -65,7 +65,7 @@ def _fmt(metrics: dict) -> str:
 
 
 def import_checkpoint(args: argparse.Namespace) -> dict:
-    from popsteer.importer import import_recbole_checkpoint
+    from popsteer.models.importer import import_recbole_checkpoint
 
     out = import_recbole_checkpoint(Path(args.path), args.dataset, Path(args.data_dir),
                                     Path(args.out) if args.out else None, args.trust_pickle,
@@ -74,7 +74,7 @@ def import_checkpoint(args: argparse.Namespace) -> dict:
 
 
 def data(args: argparse.Namespace) -> dict:
-    from popsteer.fetch import fetch_dataset
+    from popsteer.data.fetch import fetch_dataset
 
     if args.data_cmd == "fetch":
         return {"path": str(fetch_dataset(args.name, Path(args.data_dir), args.url))}
@@ -82,33 +82,33 @@ def data(args: argparse.Namespace) -> dict:
 
 
 def train_sae(args: argparse.Namespace) -> dict:
-    from popsteer.sae_steps import train_sae_step
+    from popsteer.stages.sae_steps import train_sae_step
 
     return train_sae_step(args)
 
 
 def analyze(args: argparse.Namespace) -> dict:
-    from popsteer.sae_steps import analyze_step
+    from popsteer.stages.sae_steps import analyze_step
 
     return analyze_step(args)
 
 
 def steer(args: argparse.Namespace) -> dict:
-    from popsteer.sae_steps import steer_step
+    from popsteer.stages.sae_steps import steer_step
 
     return steer_step(args)
 
 
 def tune_steering(args: argparse.Namespace) -> dict:
-    from popsteer.sae_steps import tune_step
+    from popsteer.stages.sae_steps import tune_step
 
     return tune_step(args)
 
 
 def _check_pipeline_flags(args: argparse.Namespace) -> None:
     """Refuse bad SAE / steering flags before hours of SASRec training, not after."""
-    from popsteer.sae import SAEConfig
-    from popsteer.steering import check_strength
+    from popsteer.sae.model import SAEConfig
+    from popsteer.steering.steer import check_strength
 
     hp = SASRecConfig(**(SMALL_SASREC if args.small else {}))
     cfg = SAEConfig(k=args.top_k, scale=args.scale, max_epochs=args.sae_epochs, min_epochs=min(50, args.sae_epochs))

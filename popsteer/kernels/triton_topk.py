@@ -2,7 +2,7 @@
 
 Ties: each entry is ranked by one int64 key, ``bits(relu(h)) << 32 | (BLOCK - 1 - col)``.
 For non-negative fp32 values the IEEE bit pattern orders like the value, so the key orders
-by value, then by LOWER column first among equal values; ``popsteer.topk``'s eager path
+by value, then by LOWER column first among equal values; ``popsteer.sae.topk``'s eager path
 ranks by the same key, so both paths keep the same latents in the same order.
 
 The kernel never sorts a whole row (an earlier version ran ``tl.topk`` over all n keys and
@@ -24,7 +24,7 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-try:  # optional: the eager path in popsteer.topk needs none of this
+try:  # optional: the eager path in popsteer.sae.topk needs none of this
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - triton is a declared dependency

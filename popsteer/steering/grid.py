@@ -5,7 +5,7 @@ Users are encoded once; the SAE pre-activations h (U, n) are cached; a grid poin
 cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table. Every point is
 evaluated on a small chunk of users before the next chunk, so the working set stays in
 cache and h is read once per chunk, not once per point. All points of a chunk share the
-candidate columns of their TopK (``popsteer.grid_topk``), and the decode is sparse.
+candidate columns of their TopK (``popsteer.steering.candidates``), and the decode is sparse.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from popsteer.evaluate import Evaluator
-from popsteer.grid_topk import CandidateTopK
-from popsteer.progress import progress
-from popsteer.steering import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
-from popsteer.topk import topk_relu_sparse
+from popsteer.eval.evaluator import Evaluator
+from popsteer.steering.candidates import CandidateTopK
+from popsteer.util.progress import progress
+from popsteer.steering.steer import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
+from popsteer.sae.topk import topk_relu_sparse
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from popsteer.data import SequenceData
-from popsteer.metrics import topk_metrics
-from popsteer.native import row_topk
-from popsteer.popularity import PopularityGroups
+from popsteer.data.sequences import SequenceData
+from popsteer.eval.metrics import topk_metrics
+from popsteer.kernels.native import row_topk
+from popsteer.eval.popularity import PopularityGroups
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from popsteer.config import SASRecConfig
+from popsteer.models.config import SASRecConfig
 
 log = logging.getLogger(__name__)
 

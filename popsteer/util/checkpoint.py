@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from popsteer.atomic import atomic_path
+from popsteer.util.atomic import atomic_path
 from popsteer.errors import PopSteerError
 
 FORMAT = "popsteer/1"
