@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 
-from popsteer.data.sequences import load_dataset  # noqa: E402
+from popsteer.data import load_dataset  # noqa: E402
 from popsteer.kernels import native  # noqa: E402
 from popsteer.util import checkpoint  # noqa: E402
 from popsteer.models.recommender import encode_users, load_recommender  # noqa: E402

@@ -55,7 +55,7 @@ def run_one(name: str, dataset: str, data_dir: str | None, device: str, deadline
     import torch
 
     from popsteer.models.config import SASRecConfig, TrainConfig
-    from popsteer.data.sequences import load_dataset
+    from popsteer.data import load_dataset
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.recommender import train_allpos
 

@@ -23,7 +23,7 @@ from results import record  # noqa: E402
 from shared_data import ml1m_data_dir  # noqa: E402
 
 from popsteer.models.config import SASRecConfig  # noqa: E402
-from popsteer.data.sequences import load_dataset  # noqa: E402
+from popsteer.data import load_dataset  # noqa: E402
 from popsteer.models.recbole_adapter import build_sasrec, sequence_output  # noqa: E402
 from popsteer.models.recommender import FastDropout, _window_batches, allpos_loss, use_fast_dropout  # noqa: E402
 

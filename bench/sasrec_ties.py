@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 from shared_data import SHARED_ML1M as SHARED, ml1m_data_dir  # noqa: E402
 
-from popsteer.data.sequences import SequenceData, load_dataset  # noqa: E402
+from popsteer.data import SequenceData, load_dataset  # noqa: E402
 from popsteer.eval.evaluator import rank_topk  # noqa: E402
 from popsteer.models.importer import import_recbole_checkpoint  # noqa: E402
 from popsteer.eval.metrics import ndcg_per_user, target_ranks  # noqa: E402

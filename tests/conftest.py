@@ -31,7 +31,7 @@ def allowed_tmp_roots(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ml100k_small():
     """ml-100k loaded with max length 20 (the CI-sized SASRec's)."""
-    from popsteer.data.sequences import load_dataset
+    from popsteer.data import load_dataset
 
     return load_dataset("ml-100k", None, max_len=20)
 

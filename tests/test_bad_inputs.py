@@ -377,7 +377,7 @@ def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
 
     from popsteer.util import checkpoint
     from popsteer.models.config import SASRecConfig
-    from popsteer.data.sequences import load_dataset
+    from popsteer.data import load_dataset
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.recommender import save_recommender
     from popsteer.sae.model import SAEConfig, TopKSAE

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from popsteer.models.config import SASRecConfig
-from popsteer.data.sequences import find_inter_file, load_dataset
+from popsteer.data import find_inter_file, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.eval.popularity import PopularityGroups
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from popsteer.models.config import SASRecConfig
-from popsteer.data.sequences import find_inter_file
+from popsteer.data import find_inter_file
 from popsteer.eval.evaluator import Evaluator, rank_topk
 from popsteer.eval.metrics import gini
 from popsteer.models.recommender import evaluate_model

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from popsteer.data.sequences import load_dataset
+from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.data.fetch import fetch_dataset
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from popsteer.util import checkpoint
-from popsteer.data.sequences import load_dataset
+from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.importer import import_recbole_checkpoint, map_item_ids
 from popsteer.models.recommender import load_recommender

@@ -30,7 +30,7 @@ def test_recbole_import_leaves_anomaly_mode_off():
 
     raw = ("import numpy as np, torch; np.float_ = np.float64; np.complex_ = np.complex128; np.unicode_ = np.str_;"
            "import recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())")
-    fenced = ("import torch; from popsteer.models.config import SASRecConfig; from popsteer.data.sequences import find_inter_file;"
+    fenced = ("import torch; from popsteer.models.config import SASRecConfig; from popsteer.data import find_inter_file;"
               "from popsteer.models.recbole_adapter import RecBolePipeline, build_sasrec;"
               "build_sasrec(10, SASRecConfig()); print(torch.is_anomaly_enabled());"
               "p = RecBolePipeline('ml-100k', find_inter_file('ml-100k', None), SASRecConfig());"

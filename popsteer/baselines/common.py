@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.eval.popularity import PopularityGroups
 
 GROUP_NAMES = ("head", "mid", "tail")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, split_context
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator
 from popsteer.steering.grid import pick_point, tradeoff
 from popsteer.util.progress import progress

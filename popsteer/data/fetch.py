@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from popsteer.util.atomic import atomic_path
-from popsteer.data.sequences import DATASETS, EMBEDDED, find_inter_file
+from popsteer.data import DATASETS, EMBEDDED, find_inter_file
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import progress
 

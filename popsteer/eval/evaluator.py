@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.eval.metrics import topk_metrics
 from popsteer.kernels.native import row_topk
 from popsteer.eval.popularity import PopularityGroups

@@ -29,7 +29,7 @@ import torch
 
 from popsteer.util import checkpoint
 from popsteer.models.config import SASRecConfig
-from popsteer.data.sequences import SequenceData, find_inter_file, load_dataset, read_atomic_inter
+from popsteer.data import SequenceData, find_inter_file, load_dataset, read_atomic_inter
 from popsteer.errors import PopSteerError
 from popsteer.models.recbole_adapter import build_sasrec, load_foreign_checkpoint
 

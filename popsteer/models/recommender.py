@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from popsteer.util import checkpoint
 from popsteer.models.config import SASRecConfig, TrainConfig
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.models.ema import WeightEMA
 from popsteer.errors import PopSteerError
 from popsteer.eval.evaluator import Evaluator

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from popsteer.util import checkpoint
 from popsteer.steering.analysis import profile_lengths, synthetic_profiles
 from popsteer.util.atomic import write_text
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.eval.popularity import PopularityGroups
 

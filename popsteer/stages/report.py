@@ -28,7 +28,7 @@ from popsteer.util.atomic import atomic_path, write_csv, write_text
 from popsteer.baselines import BASELINES, Baseline
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, pick_with_fallback, tune_baseline
-from popsteer.data.sequences import EMBEDDED, SequenceData, embedded_data_dir
+from popsteer.data import EMBEDDED, SequenceData, embedded_data_dir
 from popsteer.errors import PopSteerError
 from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS, evaluate_grid, grid_points, tradeoff
 from popsteer.eval.popularity import PopularityGroups

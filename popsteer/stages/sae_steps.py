@@ -17,7 +17,7 @@ import torch
 from popsteer.util import checkpoint
 from popsteer.steering.analysis import analyze_neurons, top_items_per_neuron
 from popsteer.util.atomic import write_csv, write_text
-from popsteer.data.sequences import SequenceData, load_dataset
+from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.eval.evaluator import Evaluator
 from popsteer.steering.grid import evaluate_grid, grid_points, pick_point, tradeoff

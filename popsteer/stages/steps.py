@@ -9,7 +9,7 @@ from pathlib import Path
 
 from popsteer.util import checkpoint
 from popsteer.models.config import SASRecConfig, TrainConfig
-from popsteer.data.sequences import load_dataset
+from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 
 log = logging.getLogger(__name__)

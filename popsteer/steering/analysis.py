@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from popsteer.data.sequences import SequenceData
+from popsteer.data import SequenceData
 from popsteer.eval.popularity import PopularityGroups
 from popsteer.util.progress import batches
 
