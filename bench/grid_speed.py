@@ -26,7 +26,7 @@ from popsteer.eval.evaluator import Evaluator, rank_topk  # noqa: E402
 from popsteer.steering.grid import evaluate_grid, grid_points  # noqa: E402
 from popsteer.kernels.native import row_topk  # noqa: E402
 from popsteer.models.recbole_adapter import RecBolePipeline  # noqa: E402
-from popsteer.models.recommender import encode_users  # noqa: E402
+from popsteer.models.encode import encode_users  # noqa: E402
 from popsteer.stages.sae_steps import load_neuron_scores, load_sae_context  # noqa: E402
 from popsteer.steering.steer import steering_delta  # noqa: E402
 from popsteer.sae.topk import topk_relu_sparse  # noqa: E402

@@ -25,7 +25,8 @@ from results import record  # noqa: E402
 from popsteer.data import load_dataset  # noqa: E402
 from popsteer.kernels import native  # noqa: E402
 from popsteer.util import checkpoint  # noqa: E402
-from popsteer.models.recommender import encode_users, load_recommender  # noqa: E402
+from popsteer.models.encode import encode_users  # noqa: E402
+from popsteer.models.io import load_recommender  # noqa: E402
 from popsteer.sae.model import SAEConfig, TopKSAE  # noqa: E402
 
 

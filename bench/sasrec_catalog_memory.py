@@ -30,7 +30,7 @@ def one(n_items: int, fused: bool, steps: int) -> dict:
 
     from popsteer.models.config import SASRecConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import allpos_loss
+    from popsteer.models.allpos import allpos_loss
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -57,7 +57,7 @@ def run_one(name: str, dataset: str, data_dir: str | None, device: str, deadline
     from popsteer.models.config import SASRecConfig, TrainConfig
     from popsteer.data import load_dataset
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import train_allpos
+    from popsteer.models.allpos import train_allpos
 
     torch.set_num_threads(2)
     lr, schedule, precision, epochs, batch, stride, *extra = CONFIGS[name]

@@ -26,7 +26,8 @@ from results import record  # noqa: E402
 from popsteer.models.config import SASRecConfig, TrainConfig  # noqa: E402
 from popsteer.data import find_inter_file, load_dataset  # noqa: E402
 from popsteer.models.recbole_adapter import RecBolePipeline, build_sasrec, sequence_output  # noqa: E402
-from popsteer.models.recommender import _window_batches, allpos_loss, use_fast_dropout  # noqa: E402
+from popsteer.models.allpos import _window_batches, allpos_loss  # noqa: E402
+from popsteer.models.dropout import use_fast_dropout  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/sasrec_speed.py"
 

@@ -29,7 +29,8 @@ from popsteer.data import SequenceData, load_dataset  # noqa: E402
 from popsteer.eval.evaluator import rank_topk  # noqa: E402
 from popsteer.models.importer import import_recbole_checkpoint  # noqa: E402
 from popsteer.eval.metrics import ndcg_per_user, target_ranks  # noqa: E402
-from popsteer.models.recommender import encode_users, evaluate_model, load_recommender  # noqa: E402
+from popsteer.models.encode import encode_users, evaluate_model  # noqa: E402
+from popsteer.models.io import load_recommender  # noqa: E402
 
 
 def tied_targets(data: SequenceData, split: str, stamps: dict[tuple[int, int], int]) -> np.ndarray:

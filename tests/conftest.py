@@ -43,7 +43,8 @@ def small_sasrec(ml100k_small, tmp_path_factory):
 
     from popsteer.models.config import TrainConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import save_recommender, train_allpos
+    from popsteer.models.allpos import train_allpos
+    from popsteer.models.io import save_recommender
     from popsteer.stages.steps import SMALL_SASREC
     from popsteer.models.config import SASRecConfig
 

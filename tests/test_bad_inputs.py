@@ -379,7 +379,7 @@ def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
     from popsteer.models.config import SASRecConfig
     from popsteer.data import load_dataset
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import save_recommender
+    from popsteer.models.io import save_recommender
     from popsteer.sae.model import SAEConfig, TopKSAE
     from popsteer.stages.steps import SMALL_SASREC
 

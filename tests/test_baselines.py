@@ -215,7 +215,7 @@ def test_pick_with_fallback_keeps_the_five_percent_rule():
 
 @pytest.fixture(scope="module")
 def ml100k_splits(ml100k_small, small_sasrec):
-    from popsteer.models.recommender import encode_users
+    from popsteer.models.encode import encode_users
 
     model, _ = small_sasrec
     out = {}

@@ -10,7 +10,7 @@ from popsteer.models.config import SASRecConfig
 from popsteer.data import find_inter_file
 from popsteer.eval.evaluator import Evaluator, rank_topk
 from popsteer.eval.metrics import gini
-from popsteer.models.recommender import evaluate_model
+from popsteer.models.encode import evaluate_model
 from popsteer.stages.steps import SMALL_SASREC
 
 

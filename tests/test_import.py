@@ -15,7 +15,7 @@ from popsteer.util import checkpoint
 from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.importer import import_recbole_checkpoint, map_item_ids
-from popsteer.models.recommender import load_recommender
+from popsteer.models.io import load_recommender
 
 SHARED = Path(os.environ.get("POPSTEER_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 INTER = {"ml-1m": "ml-1m.5core.inter.gz", "lastfm": "lastfm.inter.gz"}

@@ -17,7 +17,7 @@ def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_
     from popsteer.util import checkpoint
     from popsteer.steering.analysis import profile_lengths
     from popsteer.platform.encode import SPLITS, encode_inputs, ensure_encoded
-    from popsteer.models.recommender import encode_prefixes, encode_users
+    from popsteer.models.encode import encode_prefixes, encode_users
 
     model, path = small_sasrec
     root = tmp_path_factory.getbasetemp() / "encoded"  # shared with the recovery tests

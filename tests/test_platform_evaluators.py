@@ -25,7 +25,7 @@ def steering_setup(ml100k_small, small_sasrec, tmp_path_factory):
     from popsteer.util import checkpoint
     from popsteer.steering.analysis import analyze_neurons
     from popsteer.eval.evaluator import Evaluator
-    from popsteer.models.recommender import encode_users
+    from popsteer.models.encode import encode_users
     from popsteer.sae.model import SAEConfig
     from popsteer.sae.train import train_sae
     from popsteer.steering.steer import NeuronScores

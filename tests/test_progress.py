@@ -60,7 +60,7 @@ def sasrec_ckpt(ml100k_small, tmp_path_factory):
     """A small SASRec checkpoint saved by the library (untrained: only the bars matter here)."""
     from popsteer.models.config import SASRecConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import save_recommender
+    from popsteer.models.io import save_recommender
     from popsteer.stages.steps import SMALL_SASREC
 
     hp = SASRecConfig(**SMALL_SASREC)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from popsteer.models.recommender import encode_prefixes, encode_users
+from popsteer.models.encode import encode_prefixes, encode_users
 
 
 def test_encode_prefixes_matches_per_prefix_forward(small_sasrec, ml100k_small):
@@ -65,7 +65,8 @@ def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
     """With ema_decay, each epoch scores raw and averaged weights; the model returned is the best of all of them."""
     from popsteer.models.config import SASRecConfig, TrainConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import evaluate_model, train_allpos
+    from popsteer.models.allpos import train_allpos
+    from popsteer.models.encode import evaluate_model
     from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
@@ -85,7 +86,8 @@ def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
     """A time budget that ends training between evaluations still scores, and keeps, the last epoch."""
     from popsteer.models.config import SASRecConfig, TrainConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import evaluate_model, train_allpos
+    from popsteer.models.allpos import train_allpos
+    from popsteer.models.encode import evaluate_model
     from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
@@ -99,7 +101,7 @@ def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
 
 def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
     """At most m windows per user per epoch, every user present, and other windows on other epochs."""
-    from popsteer.models.recommender import _epoch_batches, _epoch_windows
+    from popsteer.models.allpos import _epoch_batches, _epoch_windows
 
     users = ml100k_small.train_window_users(10)
     inputs, targets = ml100k_small.train_windows(10)
@@ -124,7 +126,7 @@ def test_windows_per_user_draws_a_fresh_capped_subset_each_epoch(ml100k_small):
 def test_fast_dropout_mask_is_an_unbiased_independent_bernoulli(device):
     """FastDropout's byte-drawn mask: keep rate 1 - p in every byte lane, neighbours independent,
     kept values scaled by 1 / (1 - p), identity in eval mode; p off the 1/256 grid uses uniforms."""
-    from popsteer.models.recommender import FastDropout
+    from popsteer.models.dropout import FastDropout
 
     torch.manual_seed(0)
     x = torch.randn(1000, 1000, device=device) + 3.0  # no zeros, so a dropped element is exactly the zeros of y

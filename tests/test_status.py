@@ -18,7 +18,7 @@ def artifacts(ml100k_small, tmp_path_factory) -> tuple[Path, Path]:
     library, plus a corrupt checkpoint and a sweep folder."""
     from popsteer.models.config import SASRecConfig
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import save_recommender
+    from popsteer.models.io import save_recommender
     from popsteer.stages.steps import SMALL_SASREC
 
     root = tmp_path_factory.mktemp("status")

@@ -112,7 +112,7 @@ class SASRecEncoder:
         import torch
 
         from popsteer.platform.cluster import torch_device
-        from popsteer.models.recommender import load_recommender
+        from popsteer.models.io import load_recommender
 
         model, _ = load_recommender(checkpoint_path)
         device = torch_device()
@@ -127,7 +127,7 @@ class SASRecEncoder:
         return int(self.model.item_embedding.weight.shape[1])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from popsteer.models.recommender import encode_users, encode_windows
+        from popsteer.models.encode import encode_users, encode_windows
 
         if batch.num_rows == 0:
             return pa.table({"split": batch["split"], "row": batch["row"],

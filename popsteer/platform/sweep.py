@@ -91,7 +91,7 @@ def stage_recommender(spec: SweepSpec) -> dict:
 def _load(spec: SweepSpec, rec: dict):
     """The dataset (at the checkpoint's max length), SASRec and its item table (n_items, d)."""
     from popsteer.data import load_dataset
-    from popsteer.models.recommender import load_recommender
+    from popsteer.models.io import load_recommender
 
     data = load_dataset(spec.dataset, spec.data_dir, max_len=rec["max_len"])
     sasrec, _ = load_recommender(rec["checkpoint"], data)

@@ -21,7 +21,8 @@ from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.eval.evaluator import Evaluator
 from popsteer.steering.grid import evaluate_grid, grid_points, pick_point, tradeoff
-from popsteer.models.recommender import encode_prefixes, encode_users, load_recommender
+from popsteer.models.encode import encode_prefixes, encode_users
+from popsteer.models.io import load_recommender
 from popsteer.util.safepaths import base_roots, check_inside
 from popsteer.sae.model import SAEConfig, TopKSAE
 from popsteer.sae.train import sae_report, train_sae

@@ -19,7 +19,10 @@ SMALL_SASREC = dict(n_layers=1, n_heads=1, hidden_size=32, inner_size=64, max_le
 
 def train_recommender(args: argparse.Namespace) -> dict:
     from popsteer.models.recbole_adapter import build_sasrec
-    from popsteer.models.recommender import evaluate_model, save_recommender, train_allpos, train_recbole
+    from popsteer.models.allpos import train_allpos
+    from popsteer.models.encode import evaluate_model
+    from popsteer.models.io import save_recommender
+    from popsteer.models.recbole_trainer import train_recbole
 
     hp = SASRecConfig(**(SMALL_SASREC if getattr(args, "small", False) else {}))
     cfg = TrainConfig(trainer=args.trainer, epochs=args.epochs, learning_rate=args.learning_rate,

@@ -1,0 +1,48 @@
+"""Recommender checkpoints: a safetensors file with the resolved config and item tokens in its header."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
+from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.models.recbole_adapter import build_sasrec
+from popsteer.util import checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp: SASRecConfig,
+                     train: TrainConfig | None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    meta = {
+        "kind": "sasrec", "dataset": data.name, "n_items": data.n_items,
+        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp),
+        "train": asdict(train) if train else None, "metrics": metrics or {},
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    meta.update(extra or {})
+    return checkpoint.save(path, model.state_dict(), meta)
+
+
+def load_recommender(path: str | Path, data: SequenceData | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load a PopSteer SASRec checkpoint; with ``data``, check it belongs to that dataset."""
+    tensors, meta = checkpoint.load(path, kind="sasrec")
+    if data is not None:
+        if meta["dataset"] != data.name:
+            raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
+        if meta["item_tokens"] != data.item_tokens.tolist():
+            raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
+    hp = SASRecConfig(**meta["sasrec"])
+    model = build_sasrec(meta["n_items"], hp)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise PopSteerError(f"{path}: weights do not fit SASRec ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, meta

@@ -1,0 +1,57 @@
+"""RecBole's own per-prefix trainer (the baseline ``--trainer recbole``), scored by PopSteer's evaluator."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
+from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.models.encode import evaluate_model
+from popsteer.util.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
+                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """RecBole's own per-prefix trainer (one sample per prefix), scored by our evaluator."""
+    from popsteer.models.recbole_adapter import RecBolePipeline
+
+    pipe = RecBolePipeline(data.name, Path(data.source), hp, {
+        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed})
+    try:
+        if not np.array_equal(pipe.item_tokens(), data.item_tokens):
+            raise PopSteerError("RecBole's item ids differ from PopSteer's on this dataset")
+        model = pipe.new_model()
+        trainer = pipe.trainer(model)
+        best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
+        for epoch in progress(range(cfg.epochs), desc="SASRec (RecBole)", unit="epoch"):
+            t0 = time.perf_counter()
+            loss = pipe.train_epoch(trainer, epoch)
+            row = {"epoch": epoch, "train_loss": loss / max(len(pipe.train_data), 1),
+                   "train_seconds": time.perf_counter() - t0}
+            row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
+            if row["valid_ndcg@10"] > best:
+                best, best_state, bad = row["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
+                row["kept"] = "raw"
+            else:
+                bad += 1
+            history.append(row)
+            if on_epoch:
+                on_epoch(epoch, row)
+            if bad >= cfg.stopping_step:
+                break
+        model.load_state_dict(best_state)
+        model.eval()
+        return model, history
+    finally:
+        pipe.close()
