@@ -2,7 +2,7 @@
 
 import sys
 
-from popsteer.platform.sweep import main
+from popsteer.app.sweep_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ import torch
 from popsteer.baselines.common import Baseline, RerankContext, split_context
 from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator
-from popsteer.steering.grid import pick_point, tradeoff
+from popsteer.eval.tradeoff import pick_with_fallback, tradeoff
 from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,9 @@ class ScoredSplit:
     ctx: RerankContext
 
     @classmethod
-    def from_cache(cls, cache, data: SequenceData, split: str) -> "ScoredSplit":
-        """From a ``popsteer.stages.sae_steps.SplitCache`` (users already encoded)."""
-        return cls(cache.x, cache.item_emb, cache.evaluator, split_context(data, split, cache.evaluator.groups))
+    def of(cls, x: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator, data: SequenceData,
+           split: str) -> "ScoredSplit":
+        return cls(x, item_emb, evaluator, split_context(data, split, evaluator.groups))
 
 
 def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_size: int = 1024) -> np.ndarray:
@@ -53,15 +53,6 @@ def evaluate_baseline_grid(baseline: Baseline, split: ScoredSplit, grid: tuple[d
     return [{**params, **split.evaluator.metrics_of_topk(rerank_split(baseline, params, split))}
             for params in progress(baseline.grid if grid is None else grid, desc=f"{baseline.name} grid", unit="point",
                                    leave=False)]
-
-
-def pick_with_fallback(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05) -> tuple[int, bool]:
-    """Index of ``pick_point``'s row and True; when no row keeps the NDCG drop within
-    ``max_ndcg_drop``, the row with the smallest NDCG drop and False."""
-    pick = pick_point(rows, base, max_ndcg_drop)
-    if pick is not None:
-        return next(i for i, r in enumerate(rows) if r is pick), True
-    return int(np.argmin([tradeoff(r, base)[1] for r in rows])), False
 
 
 def tune_baseline(baseline: Baseline, valid: ScoredSplit, test: ScoredSplit, base_valid: dict,

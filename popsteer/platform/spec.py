@@ -1,22 +1,22 @@
 """The sweep file: one YAML per experiment (``sweeps/<name>.yaml``), read into typed dataclasses.
 
-Every key is a dataclass field documented below; an unknown key, a wrong type or an
-inconsistent value raises PopSteerError naming the key and the file. ``--set a.b=VALUE``
-overrides (VALUE parsed as YAML) are applied before validation. Relative paths are resolved
-against ``$POPSTEER_ROOT`` when set, else the current directory: under ``ray job submit`` the
-current directory is the uploaded copy of the repository, so give results a lasting home
-with ``--set storage=/abs/path`` (or shared storage on a cluster). Paths the file names must
-stay inside the project, ``data_dir``, ``storage`` or ``$POPSTEER_ALLOWED_ROOTS`` (symlinks
-resolved; see ``popsteer.util.safepaths``); ``--set`` values are the operator's and not checked.
+The sections are the stage configs of ``popsteer.stages.config`` (the same defaults as the
+CLI), extended by what only the platform needs (actors, CPUs and GPUs per task); every key
+is a documented dataclass field. pydantic checks the file (``popsteer.util.configs.validate``):
+an unknown key, a wrong type or an inconsistent value raises PopSteerError naming the key
+and the file. ``--set a.b=VALUE`` overrides (VALUE parsed as YAML) are applied first.
+Relative paths are resolved against ``$POPSTEER_ROOT`` when set, else the current directory:
+under ``ray job submit`` the current directory is the uploaded copy of the repository, so
+give results a lasting home with ``--set storage=/abs/path`` (or shared storage on a
+cluster). Paths the file names must stay inside the project, ``data_dir``, ``storage`` or
+``$POPSTEER_ALLOWED_ROOTS`` (symlinks resolved; see ``popsteer.util.safepaths``); ``--set``
+values are the operator's and not checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -24,47 +24,36 @@ from typing import Literal
 import yaml
 
 from popsteer.errors import PopSteerError
-from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
-from popsteer.util.safepaths import base_roots, check_inside, uri_path
+from popsteer.models.config import TrainConfig
 from popsteer.sae.model import SAEConfig
+from popsteer.stages.config import BaselinesConfig, EncodeConfig, GridConfig
+from popsteer.util.configs import CONFIG, validate
+from popsteer.util.safepaths import base_roots, check_inside, uri_path
 
 EPOCH_METRICS = ("valid_loss", "valid_fvu", "valid_auxk", "train_loss", "train_fvu", "dead_fraction")
 """Metrics every trial report carries (the sweep's ``metric`` must be one of them)."""
 
 
 @dataclass
-class TrainRecommenderSpec:
-    """Train the base SASRec first (all-position trainer), cached under ``<storage>/<name>/recommender``."""
+class TrainRecommenderSpec(TrainConfig):
+    """Train the base SASRec first (``TrainConfig``'s keys), cached under ``<storage>/<name>/recommender``."""
+
+    __pydantic_config__ = CONFIG
 
     small: bool = False
     """The CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)."""
-    epochs: int = 200
-    """Maximum epochs (early stopping on valid NDCG@10)."""
-    stride: int = 25
-    """Window stride of all-position training (capped at the max length)."""
-    seed: int = 2020
-    learning_rate: float = 1e-3
-    batch_size: int = 4096
-    stopping_step: int = 10
-    time_budget_min: float | None = None
-    """Stop after this many minutes (best epoch kept)."""
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    """cosine: warm-up, then decay to 0 at the last epoch or at time_budget_min."""
-    warmup: float = 0.02
-    """Fraction of training warming the learning rate up (cosine)."""
-    ema_decay: float | None = None
-    """Also score an exponential moving average of the weights each epoch (decay per step, e.g. 0.999)."""
-    cpus: float = 1.0
-    """CPUs of the Ray task that trains it."""
+    cpus: float | None = None
+    """CPUs of the Ray task that trains it (its torch threads); default all CPUs of the largest node, at most 8."""
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PopSteerError(f"train_recommender.epochs must be >= 1, got {self.epochs}")
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
 
 @dataclass
-class EncodeSpec:
-    """Ray Data encoding of user representations (actor pool over the frozen SASRec)."""
+class EncodeSpec(EncodeConfig):
+    """Ray Data encoding of user representations (an actor pool over the frozen SASRec)."""
+
+    __pydantic_config__ = CONFIG
 
     actors: int = 2
     """Actors in the pool (ActorPoolStrategy size)."""
@@ -72,24 +61,11 @@ class EncodeSpec:
     """CPU fraction per actor (0.5 keeps a 2-CPU head from starving Ray Data's read tasks)."""
     gpus_per_actor: float | None = None
     """GPUs per actor; None: 1 when the cluster has GPUs, else 0."""
-    batch_size: int = 4096
-    """Sequences per map_batches call."""
-    block_rows: int = 8192
-    """Rows per input block (the unit handed to one actor)."""
-    dir: str | None = None
-    """Root of the shared encoded folders; default ``<storage>/encoded``."""
-    profile_seed: int = 2020
-    """Seed of the synthetic popular (seed) / unpopular (seed + 1) profiles, as ``analyze_neurons``."""
-    sasrec_train_mode: bool = False
-    """QUIRK of the reference: encode the training prefixes with SASRec's dropout on."""
-    prefix_stride: int = 10
-    """Training prefixes come from all-position passes over windows with this stride, as
-    ``train-sae --prefix-stride``: prefixes of <= max_len items are exact, longer ones see at
-    least max_len - stride + 1 items; 1 = exactly RecBole's per-prefix inputs (~max_len x slower)."""
 
     def __post_init__(self) -> None:
-        if self.actors < 1 or self.batch_size < 1 or self.block_rows < 1 or self.prefix_stride < 1:
-            raise PopSteerError("encode.actors, encode.batch_size, encode.block_rows and encode.prefix_stride must be >= 1")
+        super().__post_init__()
+        if self.actors < 1:
+            raise PopSteerError(f"encode.actors must be >= 1, got {self.actors}")
         if not self.cpus_per_actor > 0:
             raise PopSteerError(f"encode.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
 
@@ -97,6 +73,8 @@ class EncodeSpec:
 @dataclass
 class SearchSpec:
     """The grid: every k x scale pair (x ``num_samples`` seeds); ``sae`` fixes the other SAEConfig fields."""
+
+    __pydantic_config__ = CONFIG
 
     k: list[int] = field(default_factory=lambda: [32])
     """TopK K values."""
@@ -108,26 +86,24 @@ class SearchSpec:
     def __post_init__(self) -> None:
         if not self.k or not self.scale:
             raise PopSteerError("search.k and search.scale need at least one value each")
-        known = {f.name for f in fields(SAEConfig)} - {"k", "scale"}
-        unknown = sorted(set(self.sae) - known)
-        if unknown:
-            raise PopSteerError(f"unknown key 'search.sae.{unknown[0]}' (SAEConfig fields: {', '.join(sorted(known))})")
+        for key in ("k", "scale"):
+            if key in self.sae:
+                raise PopSteerError(f"search.sae.{key} is set by search.{key}")
         for k in self.k:
             for s in self.scale:
                 self.sae_config(k, s, 0)  # validates every point now, not inside a trial
 
     def sae_config(self, k: int, scale: int, repeat: int) -> SAEConfig:
         """The SAEConfig of one grid point; repeat r adds r to the seed."""
-        values = dict(self.sae, k=int(k), scale=int(scale))
-        values["seed"] = int(values.get("seed", SAEConfig.seed)) + int(repeat)
-        if "max_epochs" in values and "min_epochs" not in values:
-            values["min_epochs"] = min(SAEConfig.min_epochs, values["max_epochs"])
-        return SAEConfig(**values)
+        cfg = validate(SAEConfig, {**self.sae, "k": int(k), "scale": int(scale)}, "", "search.sae")
+        return dataclasses.replace(cfg, seed=cfg.seed + int(repeat))
 
 
 @dataclass
 class ResourcesSpec:
     """Resources of one trial (fractions allowed)."""
+
+    __pydantic_config__ = CONFIG
 
     cpu: float = 1.0
     gpu: float = 0.0
@@ -141,6 +117,8 @@ class ResourcesSpec:
 class SchedulerSpec:
     """Trial scheduler."""
 
+    __pydantic_config__ = CONFIG
+
     type: Literal["fifo", "asha"] = "fifo"
     grace_period: int = 10
     """ASHA: epochs before a trial may be stopped."""
@@ -149,14 +127,12 @@ class SchedulerSpec:
     max_t: int | None = None
     """ASHA: the last rung (epochs); default the largest max_epochs."""
 
-    def __post_init__(self) -> None:
-        if self.type not in ("fifo", "asha"):
-            raise PopSteerError(f"unknown scheduler.type '{self.type}': choose fifo or asha")
-
 
 @dataclass
 class MlflowSpec:
     """Where runs are tracked."""
+
+    __pydantic_config__ = CONFIG
 
     tracking_uri: str | None = None
     """Default: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow/mlflow.db (artifacts in mlflow/artifacts)."""
@@ -170,35 +146,28 @@ class MlflowSpec:
 
 
 @dataclass
-class SteeringSpec:
-    """The steering grid scored by evaluator actors (METHOD.md section 4)."""
+class SteeringSpec(GridConfig):
+    """The steering grid (``GridConfig``'s keys) scored by evaluator actors over user shards."""
 
-    ns: list[int] = field(default_factory=lambda: list(DEFAULT_NS))
-    """Numbers of steered neurons N (capped at the SAE's width, duplicates dropped)."""
-    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
-    """Steering strengths alpha."""
+    __pydantic_config__ = CONFIG
+
     evaluators: int = 2
-    """Evaluator actors."""
+    """Evaluator actors; each scores shards of users at every grid point."""
     cpus_per_evaluator: float = 0.5
     gpus_per_evaluator: float = 0.0
-    """Reserved per evaluator; scoring itself runs on CPU (``Evaluator.topk`` returns numpy)."""
-    swap_sigma: bool = False
-    """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
-    max_ndcg_drop: float = 0.05
-    """The validation pick keeps the relative NDCG@10 drop within this."""
+    """Reserved per evaluator; scoring itself runs on CPU (``rank_topk`` returns CPU tensors)."""
 
     def __post_init__(self) -> None:
-        if not self.ns or not self.alphas or self.evaluators < 1:
-            raise PopSteerError("stages.steering needs ns, alphas and evaluators >= 1")
-        if min(self.ns) < 1:
-            raise PopSteerError(f"stages.steering.ns must all be >= 1, got {self.ns}")
-        if not all(math.isfinite(a) and a >= 0 for a in self.alphas):
-            raise PopSteerError(f"stages.steering.alphas must all be finite and >= 0, got {self.alphas}")
+        super().__post_init__()
+        if self.evaluators < 1:
+            raise PopSteerError("stages.steering needs evaluators >= 1")
 
 
 @dataclass
 class StagesSpec:
     """What runs after the sweep, and on which trials."""
+
+    __pydantic_config__ = CONFIG
 
     trials: Literal["best", "all", "none"] = "best"
     """The best trial by metric/mode, every finished trial, or none."""
@@ -206,17 +175,19 @@ class StagesSpec:
     """Cohen's d of every neuron from the encoded synthetic profiles."""
     steering: SteeringSpec | None = field(default_factory=SteeringSpec)
     """The steering grid (needs the analysis); null to skip."""
+    baselines: BaselinesConfig | None = None
+    """The re-ranking baselines on the base recommender, tuned on validation (a Ray task); null to skip."""
 
     def __post_init__(self) -> None:
-        if self.trials not in ("best", "all", "none"):
-            raise PopSteerError(f"unknown stages.trials '{self.trials}': choose best, all or none")
         if self.steering is not None and not self.analysis:
             raise PopSteerError("stages.steering needs stages.analysis: true (steering uses Cohen's d)")
 
 
 @dataclass
 class SweepSpec:
-    """One experiment: base recommender -> encoding -> SAE sweep -> analysis -> steering grid."""
+    """One experiment: base recommender -> encoding -> SAE sweep -> analysis -> steering grid -> baselines."""
+
+    __pydantic_config__ = CONFIG
 
     name: str
     """Experiment name: the Tune experiment folder ``<storage>/<name>`` and the default MLflow experiment."""
@@ -248,12 +219,8 @@ class SweepSpec:
             raise PopSteerError("give exactly one of base_checkpoint and train_recommender")
         if self.metric not in EPOCH_METRICS:
             raise PopSteerError(f"metric '{self.metric}' is not reported every epoch: choose one of {', '.join(EPOCH_METRICS)}")
-        if self.mode not in ("min", "max"):
-            raise PopSteerError(f"mode must be min or max, got {self.mode!r}")
         if self.num_samples < 1 or self.max_failures < 0:
             raise PopSteerError("num_samples must be >= 1 and max_failures >= 0")
-
-    # ---------------------------------------------------------------- derived paths
 
     @property
     def experiment_dir(self) -> Path:
@@ -271,66 +238,6 @@ class SweepSpec:
         return asdict(self)
 
 
-# -------------------------------------------------------------------- parsing
-
-
-def _type_ok(value, tp) -> bool:
-    """A light check of YAML values against simple annotations."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (object,)
-        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp in (str, bool, dict):
-        return isinstance(value, tp)
-    if dataclasses.is_dataclass(tp):  # a section given as a list or scalar instead of a mapping
-        return isinstance(value, tp)
-    return True
-
-
-def _dataclass_of(tp):
-    for arg in (tp, *typing.get_args(tp)):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def _build(cls, values, where: str, source: str):
-    if not isinstance(values, dict):
-        raise PopSteerError(f"{source}: '{where or 'the file'}' must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    for key in values:
-        if key not in known:
-            raise PopSteerError(f"{source}: unknown key '{where + '.' if where else ''}{key}' "
-                                f"(known: {', '.join(known)})")
-    kwargs = {}
-    for name, value in values.items():
-        path = f"{where}.{name}" if where else name
-        sub = _dataclass_of(hints[name])
-        if sub is not None and isinstance(value, dict):
-            kwargs[name] = _build(sub, value, path, source)
-        elif not _type_ok(value, hints[name]):
-            raise PopSteerError(f"{source}: key '{path}' has the wrong type ({value!r}; expected {hints[name]})")
-        else:
-            kwargs[name] = float(value) if hints[name] is float else value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise PopSteerError(f"{source}: {where or 'the file'}: {exc}") from None
-    except PopSteerError as exc:
-        raise PopSteerError(f"{source}: {exc}") from None
-
-
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to the raw mapping, in place."""
     key, sep, text = assignment.partition("=")
@@ -340,13 +247,12 @@ def apply_override(raw: dict, assignment: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PopSteerError(f"--set {key}: cannot parse {text!r} ({exc})") from None
-    parts = key.split(".")
     node = raw
-    for part in parts[:-1]:
+    for part in key.split(".")[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
-    node[parts[-1]] = value
+    node[key.split(".")[-1]] = value
 
 
 def resolve_path(path: str | None, root: Path) -> str | None:
@@ -369,9 +275,7 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
         raise PopSteerError(f"{path}: the top level must be a mapping")
     for assignment in overrides or []:
         apply_override(raw, assignment)
-    if "name" not in raw:
-        raise PopSteerError(f"{path}: missing key 'name'")
-    spec = _build(SweepSpec, raw, "", str(path))
+    spec = validate(SweepSpec, raw, str(path))
     check_paths(spec, {a.partition("=")[0] for a in overrides or []}, str(path))
     root = Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())
     spec.data_dir = resolve_path(spec.data_dir, root)

@@ -25,10 +25,10 @@ from pathlib import Path
 from ray.tune import Callback
 
 from popsteer.util.redact import redact, redact_all, redact_text
+from popsteer.util.safepaths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
 SWEEP_KEY_TAG = "popsteer.sweep_key"
 TRIAL_KEY_TAG = "popsteer.trial_key"
 TRIAL_ID_TAG = "popsteer.trial_id"
@@ -40,7 +40,7 @@ HTTP_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUES
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{ROOT / 'mlflow' / 'mlflow.db'}"
+    return f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -109,7 +109,7 @@ class Tracker:
             if found is None:
                 location = None  # a server stores artifacts where its --artifacts-destination says
                 if self.tracking_uri == default_tracking_uri():
-                    location = (ROOT / "mlflow" / "artifacts" / self.experiment).as_uri()
+                    location = (REPO_ROOT / "mlflow" / "artifacts" / self.experiment).as_uri()
                 elif self.tracking_uri.startswith("sqlite:///"):  # beside the database, not in the cwd
                     db = Path(self.tracking_uri[len("sqlite:///"):])
                     location = (db.parent / "artifacts" / self.experiment).as_uri()
@@ -267,48 +267,3 @@ class MlflowTrialCallback(Callback):
 
 EPOCH_KEYS = ("train_loss", "train_fvu", "valid_fvu", "valid_auxk", "valid_loss", "dead_fraction", "lr", "seconds")
 FINAL_KEYS = ("best_epoch", "epochs_trained", "train_minutes")
-
-
-# ------------------------------------------------------------------ the trade-off plot
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of (ndcg, gini) points not dominated (higher NDCG and lower Gini are better)."""
-    front = []
-    for i, (n_i, g_i) in enumerate(points):
-        dominated = any((n_j >= n_i and g_j <= g_i) and (n_j > n_i or g_j < g_i) for j, (n_j, g_j) in enumerate(points))
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def plot_tradeoff(rows: list[dict], path: str | Path, baselines: dict | None = None, pick: dict | None = None,
-                  title: str = "") -> Path:
-    """PNG of NDCG@10 vs Gini@10 over the grid rows, the Pareto front marked (Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [(r["ndcg@10"], r["gini@10"]) for r in rows]
-    front = sorted(pareto_front(points), key=lambda i: points[i][1])
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    ax.scatter([p[1] for p in points], [p[0] for p in points], s=18, c="tab:blue", alpha=0.6, label="grid points")
-    ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "-o", c="tab:red", ms=5, label="Pareto front")
-    for name, marker in (("sasrec", "s"), ("sae", "^")):
-        if baselines and name in baselines:
-            ax.scatter([baselines[name]["gini@10"]], [baselines[name]["ndcg@10"]], marker=marker, s=60, c="black",
-                       label=f"{name} (unsteered)")
-    if pick:
-        ax.scatter([pick["gini@10"]], [pick["ndcg@10"]], marker="*", s=160, c="gold", edgecolors="black",
-                   label=f"pick N={pick['num_neurons']} alpha={pick['alpha']:g}")
-    ax.set_xlabel("Gini@10 (lower is fairer)")
-    ax.set_ylabel("NDCG@10")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

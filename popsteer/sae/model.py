@@ -11,14 +11,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from popsteer.errors import PopSteerError
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
 from popsteer.sae.topk import topk_relu, topk_relu_sparse
 
 logger = logging.getLogger(__name__)
 
+MIN_EPOCHS = 50
+"""The reference's rule: early stopping never fires before epoch 50."""
+
 
 @dataclass
 class SAEConfig:
-    """TopK SAE size and training schedule (defaults: the reference's)."""
+    """TopK SAE size and training schedule (defaults: the reference's, docs/METHOD.md §2)."""
+
+    __pydantic_config__ = CONFIG
 
     k: int = 32
     """Latents kept per input (K of TopK)."""
@@ -30,8 +36,8 @@ class SAEConfig:
     """Inputs per training batch."""
     max_epochs: int = 300
     """Maximum number of epochs."""
-    min_epochs: int = 50
-    """Early stopping never stops before this epoch."""
+    min_epochs: int | None = None
+    """Early stopping never stops before this epoch; default min(50, max_epochs)."""
     patience: int = 20
     """Early stopping patience (epochs) on -(valid FVU + AuxK/32)."""
     lr_patience: int = 10
@@ -40,7 +46,7 @@ class SAEConfig:
     """ReduceLROnPlateau factor."""
     aux_k: int | None = None
     """Dead latents decoded by the AuxK loss; None: 2 * d."""
-    seed: int = 2020
+    seed: int = DEFAULT_SEED
     """Seeds the weight init and the batch shuffling."""
     decode: Literal["dense", "sparse"] = "dense"
     """dense: z @ W_dec; sparse: embedding_bag over the k kept latents (same result)."""
@@ -48,6 +54,9 @@ class SAEConfig:
     """Stop training after this many minutes (the best epoch so far is kept)."""
 
     def __post_init__(self) -> None:
+        if self.min_epochs is None:
+            self.min_epochs = min(MIN_EPOCHS, self.max_epochs)
+        check_choices(self, "SAE ")
         for name in ("k", "scale", "batch_size", "max_epochs", "patience"):
             if getattr(self, name) < 1:
                 raise PopSteerError(f"SAE {name} must be >= 1, got {getattr(self, name)}")
@@ -62,8 +71,6 @@ class SAEConfig:
             raise PopSteerError(f"SAE lr_factor must be in (0, 1), got {self.lr_factor}")
         if self.aux_k is not None and self.aux_k < 1:
             raise PopSteerError(f"SAE aux_k must be >= 1 or None (2 * d), got {self.aux_k}")
-        if self.decode not in ("dense", "sparse"):
-            raise PopSteerError(f"unknown SAE decode '{self.decode}': choose dense or sparse")
         if self.time_budget_min is not None and not self.time_budget_min > 0:
             raise PopSteerError(f"SAE time_budget_min must be > 0 minutes, got {self.time_budget_min}")
 

@@ -1,5 +1,6 @@
-"""Neuron analysis (METHOD.md section 3): synthetic popular-only and unpopular-only users,
-SAE pre-activations, per-neuron mean / population SD per group, and Cohen's d.
+"""Neuron analysis (docs/METHOD.md §3): synthetic popular-only and unpopular-only profiles,
+SAE pre-activations of their encoded representations, per-neuron mean / population SD per
+group, and Cohen's d.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import pandas as pd
 import torch
 
 from popsteer.data import SequenceData
-from popsteer.eval.popularity import PopularityGroups
 from popsteer.util.progress import batches
 
 
@@ -65,15 +65,15 @@ class RunningMoments:
         return GroupStats(mean.numpy(), var.sqrt().numpy(), self.count)
 
 
-def preactivation_stats(sasrec: torch.nn.Module, sae: torch.nn.Module, seqs: np.ndarray, lengths: np.ndarray,
-                        batch_size: int = 4096, desc: str = "profiles") -> GroupStats:
-    """Mean and population SD of the SAE pre-activations h over the given profiles."""
+def preactivation_stats(sae: torch.nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 4096,
+                        desc: str = "profiles") -> GroupStats:
+    """Mean and population SD of the SAE pre-activations h over the encoded profiles x (P, d)."""
+    x = torch.as_tensor(x)
+    device = sae.W_enc.device
     moments = RunningMoments(sae.W_enc.shape[0])
-    sasrec.eval()
     with torch.no_grad():
-        for s in batches(len(seqs), batch_size, desc=desc):
-            x = sasrec.forward(torch.as_tensor(seqs[s : s + batch_size]), torch.as_tensor(lengths[s : s + batch_size]))
-            moments.update(sae.preact(x))  # (B, n)
+        for s in batches(len(x), batch_size, desc=desc):
+            moments.update(sae.preact(x[s : s + batch_size].to(device)).cpu())  # (B, n)
     return moments.result()
 
 
@@ -85,31 +85,24 @@ def cohens_d(pop: GroupStats, unpop: GroupStats) -> np.ndarray:
     return np.where(pooled > 0, d, 0.0)
 
 
-def analyze_neurons(sasrec: torch.nn.Module, sae: torch.nn.Module, data: SequenceData, seed: int = 2020,
+def neuron_analysis(sae: torch.nn.Module, x_popular: np.ndarray, x_unpopular: np.ndarray,
                     batch_size: int = 4096) -> tuple[np.ndarray, GroupStats, GroupStats]:
-    """Cohen's d of every SAE neuron, with the popular and unpopular group statistics."""
-    groups = PopularityGroups.from_counts(data.train_target_counts())
-    lengths = profile_lengths(data)
-    popular, unpopular = np.flatnonzero(groups.head), np.flatnonzero(groups.tail)
-    pop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, popular, data.max_len, seed), lengths, batch_size,
-                              "analysis: popular profiles")
-    unpop = preactivation_stats(sasrec, sae, synthetic_profiles(lengths, unpopular, data.max_len, seed + 1), lengths,
-                                batch_size, "analysis: unpopular profiles")
+    """Cohen's d of every SAE neuron from the encoded popular-only and unpopular-only profiles (P, d) each."""
+    pop = preactivation_stats(sae, x_popular, batch_size, "analysis: popular profiles")
+    unpop = preactivation_stats(sae, x_unpopular, batch_size, "analysis: unpopular profiles")
     return cohens_d(pop, unpop), pop, unpop
 
 
-def top_items_per_neuron(sasrec: torch.nn.Module, sae: torch.nn.Module, data: SequenceData, top: int = 10,
+def top_items_per_neuron(sae: torch.nn.Module, x_items: np.ndarray, item_tokens: np.ndarray, top: int = 10,
                          batch_size: int = 4096) -> pd.DataFrame:
-    """For each neuron, the items whose one-item profile activates it most (for interpretation)."""
-    items = torch.arange(1, data.n_items)
-    seqs = torch.zeros((len(items), data.max_len), dtype=torch.long)
-    seqs[:, 0] = items
-    acts = []
+    """For each neuron, the items whose one-item profile activates it most (for interpretation).
+
+    x_items: (n_items - 1, d), the encoded one-item profiles of items 1..n_items-1.
+    """
+    x = torch.as_tensor(x_items)
     with torch.no_grad():
-        for s in batches(len(items), batch_size, desc="analysis: one-item profiles"):
-            x = sasrec.forward(seqs[s : s + batch_size], torch.ones(len(seqs[s : s + batch_size]), dtype=torch.long))
-            acts.append(sae.preact(x))
-    h = torch.cat(acts)  # (n_items - 1, n)
+        h = torch.cat([sae.preact(x[s : s + batch_size].to(sae.W_enc.device)).cpu()
+                       for s in batches(len(x), batch_size, desc="analysis: one-item profiles")])  # (n_items - 1, n)
     vals, idx = torch.topk(h, min(top, h.shape[0]), dim=0)  # (top, n)
     n = h.shape[1]
     item_ids = (idx + 1).T.reshape(-1).numpy()
@@ -117,6 +110,6 @@ def top_items_per_neuron(sasrec: torch.nn.Module, sae: torch.nn.Module, data: Se
         "neuron": np.repeat(np.arange(n), vals.shape[0]),
         "rank": np.tile(np.arange(vals.shape[0]), n),
         "item_id": item_ids,
-        "item_token": data.item_tokens[item_ids],
+        "item_token": item_tokens[item_ids],
         "preactivation": vals.T.reshape(-1).numpy(),
     })

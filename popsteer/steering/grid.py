@@ -1,5 +1,4 @@
-"""The steering grid: every (N, alpha) point scored on cached pre-activations, and the
-validation-tuned pick (METHOD.md section 4).
+"""The steering grid: every (N, alpha) point scored on cached pre-activations (docs/METHOD.md §4).
 
 Users are encoded once; the SAE pre-activations h (U, n) are cached; a grid point is a
 cheap shift of h, then ReLU/TopK, decode, and a top-k over the item table. Every point is
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from popsteer.eval.evaluator import Evaluator
+from popsteer.eval.evaluator import Evaluator, rank_topk
 from popsteer.steering.candidates import CandidateTopK
 from popsteer.util.progress import progress
 from popsteer.steering.steer import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
@@ -53,24 +52,22 @@ def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[Gri
     return [GridPoint(n, float(a)) for n in capped for a in alphas]
 
 
-def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
-                  scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False,
-                  user_chunk: int = 256, workers: int | None = None) -> list[dict]:
-    """One metric row per grid point. h: (U, n) cached pre-activations of the split's users.
+def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: int, deltas: torch.Tensor,
+              user_chunk: int = 256, workers: int | None = None) -> np.ndarray:
+    """Every point's top-k lists, (P, U, k) int32. h: (U, n) cached pre-activations; deltas: (P, n).
 
-    Batched: users are taken ``user_chunk`` at a time and every grid point is evaluated on
-    the chunk before moving on, so the chunk's pre-activations, codes, reconstructions and
-    item scores stay in cache; only each point's (U, k) top-k lists are kept. Chunks are
-    shared among ``workers`` threads (default: torch's thread count), each running torch
+    Batched: users are taken ``user_chunk`` at a time and every point is evaluated on the
+    chunk before moving on, so the chunk's pre-activations, codes, reconstructions and item
+    scores stay in cache; only each point's (U, k) top-k lists are kept. Chunks are shared
+    among ``workers`` threads (default: torch's thread count), each running torch
     single-threaded: most per-chunk ops are too small for torch's own intra-op threads.
-    The result is exactly ``evaluate_point`` for every point (same ops per row, in the same
-    order).
+    A user's lists depend on its own row only, so any split of the users into shards gives
+    the same lists (exactly ``evaluate_point``'s: same ops per row, in the same order).
     """
-    if not points:
-        return []
-    deltas = torch.stack([steering_delta(scores, p.num_neurons, p.alpha, swap_sigma) for p in points])  # (P, n)
-    n_users, k, P = h.shape[0], evaluator.k, len(points)
+    n_users, P = h.shape[0], deltas.shape[0]
     topk = np.empty((P, n_users, k), dtype=np.int32)  # (P, U, k) item ids
+    if P == 0 or n_users == 0:
+        return topk
     starts = list(range(0, n_users, user_chunk))
 
     def chunk(s: int) -> None:
@@ -81,7 +78,7 @@ def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor,
             else:  # every point ranks only the chunk's candidate columns
                 values, indices = CandidateTopK(hc, deltas, sae.k)(deltas)  # (P, C, K)
             x_hat = sae.decode_sparse(values.reshape(-1, sae.k), indices.reshape(-1, sae.k))  # (P C, d)
-            topk[:, s : s + user_chunk] = evaluator.topk(x_hat, item_emb).reshape(P, len(hc), k)
+            topk[:, s : s + user_chunk] = rank_topk(x_hat, item_emb, k).numpy().reshape(P, len(hc), k)
 
     workers = max(1, min(workers or torch.get_num_threads(), len(starts)))
     bar = progress(total=len(starts), desc="steering grid", unit="chunk", leave=False)
@@ -94,6 +91,34 @@ def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor,
             for _ in pool.map(chunk, starts):
                 bar.update()
     bar.close()
+    return topk
+
+
+def point_deltas(scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False) -> torch.Tensor:
+    """Eq. 4's shift of the pre-activations at every point, (P, n) float32."""
+    if not points:
+        return torch.zeros((0, len(scores.d)), dtype=torch.float32)
+    return torch.stack([steering_delta(scores, p.num_neurons, p.alpha, swap_sigma) for p in points])
+
+
+def score_users(sae: torch.nn.Module, x: torch.Tensor, item_emb: torch.Tensor, k: int, deltas: torch.Tensor,
+                workers: int | None = None) -> dict[str, np.ndarray]:
+    """The grid's work on one shard of users x (U, d): the top-k lists of the recommender itself
+    (``sasrec``, (U, k)), of the unsteered SAE reconstruction (``sae``, (U, k)) and of every
+    steered point (``points``, (P, U, k)). Metrics come after the shards are put together."""
+    with torch.no_grad():
+        h = sae.preact(x)  # (U, n)
+        recon = sae.decode(sae.encode(h))  # (U, d)
+        return {"sasrec": rank_topk(x, item_emb, k).numpy().astype(np.int32),
+                "sae": rank_topk(recon, item_emb, k).numpy().astype(np.int32),
+                "points": grid_topk(sae, h, item_emb, k, deltas, workers=workers)}
+
+
+def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
+                  scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False,
+                  user_chunk: int = 256, workers: int | None = None) -> list[dict]:
+    """One metric row per grid point over all users of h (U, n)."""
+    topk = grid_topk(sae, h, item_emb, evaluator.k, point_deltas(scores, points, swap_sigma), user_chunk, workers)
     return [{"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator.metrics_of_topk(topk[i])}
             for i, p in enumerate(points)]
 
@@ -103,22 +128,3 @@ def evaluate_point(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor
     """One grid point the straightforward way: reconstruct every user, then score (the reference)."""
     x_hat = steered_reconstruction(sae, h, steering_delta(scores, point.num_neurons, point.alpha, swap_sigma))
     return {"num_neurons": point.num_neurons, "alpha": point.alpha, **evaluator(x_hat, item_emb)}
-
-
-def tradeoff(row: dict, base: dict, k: int = 10) -> tuple[float, float]:
-    """(relative Gini drop, relative NDCG drop) of a row against the baseline."""
-    g0, n0 = base[f"gini@{k}"], base[f"ndcg@{k}"]
-    return (g0 - row[f"gini@{k}"]) / g0, (n0 - row[f"ndcg@{k}"]) / n0
-
-
-def pick_point(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05, k: int = 10) -> dict | None:
-    """The row maximising relative Gini drop minus relative NDCG drop, with NDCG drop <= max_ndcg_drop.
-
-    Returns None when no row satisfies the constraint.
-    """
-    best, best_score = None, -np.inf
-    for row in rows:
-        gini_drop, ndcg_drop = tradeoff(row, base, k)
-        if ndcg_drop <= max_ndcg_drop and gini_drop - ndcg_drop > best_score:
-            best, best_score = row, gini_drop - ndcg_drop
-    return best

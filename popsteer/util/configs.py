@@ -90,19 +90,20 @@ def describe(err: dict, where: str = "") -> str:
 
 
 def validate(cls: type[T], values: Any, source: str, where: str = "") -> T:
-    """``cls`` from an untrusted mapping, or one-line ``PopSteerError`` naming ``source`` and the key.
+    """``cls`` from an untrusted mapping, or one-line ``PopSteerError`` naming ``source`` (if any) and the key.
 
     ``where`` is the dotted key of ``values`` inside its file (for messages).
     """
+    prefix = f"{source}: " if source else ""
     if not isinstance(values, dict):
-        raise PopSteerError(f"{source}: '{where or 'the file'}' must be a mapping, got {type(values).__name__}")
+        raise PopSteerError(f"{prefix}'{where or 'the file'}' must be a mapping, got {type(values).__name__}")
     try:
         text = json.dumps(values, default=str, allow_nan=True)
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as exc:
-        raise PopSteerError(f"{source}: {describe(exc.errors()[0], where)}") from None
+        raise PopSteerError(f"{prefix}{describe(exc.errors()[0], where)}") from None
     except PopSteerError as exc:  # a range check of a __post_init__
-        raise PopSteerError(f"{source}: {exc}") from None
+        raise PopSteerError(f"{prefix}{exc}") from None
 
 
 def to_dict(cfg: Any) -> dict:

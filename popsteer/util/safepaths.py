@@ -16,7 +16,7 @@ from typing import Iterable
 
 from popsteer.errors import PopSteerError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_ROOTS = "POPSTEER_ALLOWED_ROOTS"
 
 

@@ -1,0 +1,206 @@
+"""The stages of a sweep on Ray: each calls its stage function of ``popsteer.stages`` on workers.
+
+recommender: ``train_recommender`` in a Ray task (cached under ``<experiment>/recommender``);
+encode: ``ensure_encoded`` with the Ray Data executor; sweep: ``train_sae`` in Tune trials;
+analysis: ``analyze`` in a Ray task per selected SAE; steering: ``steering_grid`` with the
+evaluator pool over user shards; baselines: ``tune_baselines`` in a Ray task. Each returns
+the JSON-able result the sweep writes to ``stages/<stage>.json``. The SAEs' results land where
+the CLI puts them (``<data_dir>/<dataset>/analysis/<SAE stem>/``), so ``popsteer steer``,
+``report`` and ``status`` read a sweep's output as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from popsteer.data import SequenceData, load_dataset
+from popsteer.platform.spec import SweepSpec
+from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
+from popsteer.stages.encode import analysis_parts, training_parts
+from popsteer.stages.encoded import Encodings, Part
+from popsteer.util import checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def task_cpus(requested: float | None) -> float:
+    """The CPUs a single heavy task takes: as requested, else the largest node's (at most 8)."""
+    if requested:
+        return requested
+    import ray
+
+    sizes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return float(min(8, max(sizes, default=1)))
+
+
+def workspace(spec: SweepSpec) -> Workspace:
+    """The sweep's data folder, and its experiment folder as the output folder."""
+    return Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir))
+
+
+# ------------------------------------------------------------------ recommender
+
+
+def recommender_config(spec: SweepSpec) -> RecommenderConfig:
+    tr = spec.train_recommender
+    return RecommenderConfig(dataset=spec.dataset, small=tr.small, train=tr.train_config(),
+                             where=Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir / "recommender")))
+
+
+def _train_task(cfg: RecommenderConfig, threads: int) -> str:
+    import torch
+
+    from popsteer.stages.recommender import train_recommender
+    from popsteer.util.logs import setup_logging
+
+    setup_logging(False)
+    torch.set_num_threads(max(1, threads))
+    return train_recommender(cfg).checkpoint
+
+
+def recommender_step(spec: SweepSpec) -> dict:
+    """The base recommender: the given checkpoint, or one trained once by a Ray task (reused while its config holds)."""
+    if spec.base_checkpoint:
+        path = Path(spec.base_checkpoint)
+    else:
+        import ray
+
+        cfg = recommender_config(spec)
+        hp, train = asdict(cfg.architecture()), asdict(cfg.train)
+        train["stride"] = min(train["stride"], hp["max_len"])
+        folder = Path(cfg.where.out_dir)
+        found = [p for p in sorted(folder.glob(f"SASRec-*-{spec.dataset}.safetensors"), reverse=True)
+                 if (m := checkpoint.read_meta(p)).get("dataset") == spec.dataset and m.get("sasrec") == hp
+                 and m.get("train") and {**train, **m["train"]} == train]  # fields added since count as defaults
+        if found:
+            path = found[0]
+            log.info("base recommender reused: %s", path)
+        else:
+            cpus = task_cpus(spec.train_recommender.cpus)
+            log.info("training the base recommender (%s, %d epochs) as a Ray task on %g CPUs", spec.dataset,
+                     cfg.train.epochs, cpus)
+            path = Path(ray.get(ray.remote(num_cpus=cpus)(_train_task).remote(cfg, int(cpus))))
+    path = path.resolve()
+    meta = checkpoint.read_meta(path)
+    return {"checkpoint": str(path), "sha256": checkpoint.file_sha256(path),
+            "max_len": meta["sasrec"]["max_len"], "d": meta["sasrec"]["hidden_size"]}
+
+
+def load_data(spec: SweepSpec, rec: dict) -> SequenceData:
+    return load_dataset(spec.dataset, spec.data_dir, max_len=rec["max_len"])
+
+
+# ------------------------------------------------------------------ encode
+
+
+def sweep_parts(spec: SweepSpec, max_len: int) -> list[Part]:
+    """Every part a sweep's stages read: the SAE's inputs, the test users and the analysis' profiles."""
+    return [*training_parts(spec.encode, max_len), Part("test"), *analysis_parts(spec.encode.profile_seed)]
+
+
+def encode_step(spec: SweepSpec, rec: dict, data: SequenceData) -> dict:
+    from popsteer.platform.encode import RayDataEncoder
+    from popsteer.stages.encode import ensure_encoded
+
+    e = spec.encode
+    parts = sweep_parts(spec, rec["max_len"])
+    store = ensure_encoded(rec["checkpoint"], data, parts, spec.encoded_root, e,
+                           RayDataEncoder(e.actors, e.cpus_per_actor, e.gpus_per_actor))
+    return {"encoded_dir": str(store.folder), "parts": {p.name: store.manifest(p) for p in parts}}
+
+
+# ------------------------------------------------------------------ analysis
+
+
+def sae_ref(spec: SweepSpec, path: str) -> SAERef:
+    return SAERef(path=path, dataset=spec.dataset, where=workspace(spec), encode=spec.encode)
+
+
+def _analysis_task(cfg: AnalysisConfig, encoded_dir: str, data: SequenceData):
+    from popsteer.stages.analysis import analyze
+
+    return analyze(cfg, data=data, encodings=Encodings(encoded_dir))
+
+
+def analysis_step(spec: SweepSpec, enc: dict, sweep: dict, data: SequenceData, tracker) -> dict:
+    """Analyse each selected SAE in its own Ray task (the seed's copy in <data_dir>/<dataset>/ is the CLI's alone)."""
+    import ray
+
+    trials = {t["trial_key"]: t for t in sweep["trials"]}
+    task = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(_analysis_task)
+    data_ref = ray.put(data)
+    refs = {key: task.remote(AnalysisConfig(sae_ref(spec, trials[key]["sae_checkpoint"]),
+                                            seed=spec.encode.profile_seed, seed_copy=False), enc["encoded_dir"], data_ref)
+            for key in sweep["selected"]}
+    out = {}
+    for key, ref in refs.items():
+        res = ray.get(ref)
+        out[key] = {"sae_checkpoint": trials[key]["sae_checkpoint"], "folder": res.folder, "files": res.files,
+                    "n_positive": res.summary["n_positive"], "median_abs_d": res.summary["median_abs_d"]}
+        log.info("analysis %s: %d of %d neurons with d > 0, median |d| %.3f", key, res.summary["n_positive"],
+                 res.summary["n_neurons"], res.summary["median_abs_d"])
+        if tracker is not None:
+            tracker.log_artifacts(tracker.child_run(key, {}), res.files, "analysis")
+            if len(refs) == 1:
+                tracker.log_artifacts(tracker.parent_run_id, res.files, f"analysis/{key}")
+    return out
+
+
+# ------------------------------------------------------------------ steering grid
+
+
+def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData, tracker) -> dict:
+    """Every selected SAE's grid on one pool of evaluator actors over user shards."""
+    from popsteer.platform.evaluators import EvaluatorPool
+    from popsteer.stages.grid import steering_grid
+
+    s = spec.stages.steering
+    grid = GridConfig(**{f: getattr(s, f) for f in GridConfig.__dataclass_fields__})
+    pool = EvaluatorPool(s.evaluators, s.cpus_per_evaluator, s.gpus_per_evaluator)
+    picks, files = {}, {}
+    try:
+        for key, a in analysis.items():
+            result = steering_grid(GridStageConfig(sae_ref(spec, a["sae_checkpoint"]), grid), executor=pool, data=data,
+                                   encodings=Encodings(enc["encoded_dir"]))
+            picks[key] = {"pick": result.pick, "valid": result.picked("valid"), "test": result.picked("test"),
+                          "valid_baselines": result.baselines["valid"], "test_baselines": result.baselines["test"]}
+            files[key] = result.files
+            if tracker is not None:
+                tracker.log_artifacts(tracker.parent_run_id, result.files,
+                                      "steering" if len(analysis) == 1 else f"steering/{key}")
+        log.info("steering grid: %d SAE(s) on %d evaluators (%d shards resubmitted)", len(analysis),
+                 len(pool.actors), pool.resubmitted)
+    finally:
+        pool.shutdown()
+    return {"points": len(result.points) if analysis else 0, "picks": picks, "files": files}
+
+
+# ------------------------------------------------------------------ baselines
+
+
+def _baselines_task(spec: SweepSpec, rec: dict, encoded_dir: str, data: SequenceData) -> dict:
+    import torch
+
+    from popsteer.eval.evaluator import Evaluator
+    from popsteer.stages.baselines import baselines_dir, tune_baselines
+    from popsteer.stages.context import load_base
+
+    base = load_base(rec["checkpoint"], workspace(spec), spec.encode, data)
+    encodings = Encodings(encoded_dir)
+    base_valid = Evaluator.for_split(data, "valid")(torch.from_numpy(encodings.read("valid")), base.item_emb)
+    methods = tune_baselines(base, spec.stages.baselines, base_valid, encodings=encodings)
+    return {"folder": str(baselines_dir(base)),
+            "picks": {name: {"params": m["params"], "test": m["test"]} for name, m in methods.items()}}
+
+
+def baselines_step(spec: SweepSpec, rec: dict, enc: dict, data: SequenceData, tracker) -> dict:
+    import ray
+
+    out = ray.get(ray.remote(num_cpus=spec.resources.cpu)(_baselines_task).remote(spec, rec, enc["encoded_dir"], data))
+    if tracker is not None:
+        folder = Path(out["folder"])
+        tracker.log_artifacts(tracker.parent_run_id, [folder / "baselines_grid.csv", folder / "baselines.json"],
+                              "baselines")
+    return out

@@ -1,0 +1,274 @@
+"""The typed configs of the pipeline's stages: the internal API of PopSteer.
+
+Each stage function of ``popsteer.stages`` takes one of these; the CLI builds them from its
+flags (``popsteer.app.flags``: flag names, defaults and ``--help`` come from here) and the
+sweep file embeds them (``popsteer.platform.spec``), so every default is stated once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from popsteer.errors import PopSteerError
+from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.sae.model import SAEConfig
+from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
+from popsteer.steering.steer import check_strength
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
+
+SPLITS = ("valid", "test")
+
+
+@dataclass
+class Workspace:
+    """Where data is read and artifacts go."""
+
+    __pydantic_config__ = CONFIG
+
+    data_dir: str = "datasets"
+    """Folder holding <dataset>/<dataset>.inter (ml-100k falls back to the embedded copy); analyses are kept in
+    <data-dir>/<dataset>/."""
+    out_dir: str = "saved"
+    """Where checkpoints and encoded representations go."""
+
+
+@dataclass
+class EncodeConfig:
+    """How user representations are encoded for the SAE, the analysis and the evaluation (cached per checkpoint)."""
+
+    __pydantic_config__ = CONFIG
+
+    dir: str | None = None
+    """Root of the encoded folders (shared storage on a cluster); default <out-dir>/encoded."""
+    prefix_stride: int = 10
+    """The SAE's training inputs (one per training prefix) come from all-position passes over windows with this
+    stride: prefixes of <= max_len items are exact, longer ones see >= max_len - stride + 1 items (1 = exactly
+    RecBole's per-prefix inputs, ~max_len x slower)."""
+    sasrec_train_mode: bool = False
+    """QUIRK of the reference: encode the SAE's training inputs with SASRec's dropout on."""
+    profile_seed: int = DEFAULT_SEED
+    """Seed of the synthetic popular (seed) and unpopular (seed + 1) profiles of the analysis."""
+    batch_size: int = 4096
+    """Sequences per forward pass."""
+    block_rows: int = 8192
+    """Input rows per block (the unit of work of one encoder)."""
+
+    def __post_init__(self) -> None:
+        for name in ("prefix_stride", "batch_size", "block_rows"):
+            if getattr(self, name) < 1:
+                flag = "--prefix-stride" if name == "prefix_stride" else f"encode.{name}"
+                raise PopSteerError(f"{flag} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class RecommenderConfig:
+    """Stage 1: train the base recommender on a dataset."""
+
+    __pydantic_config__ = CONFIG
+
+    dataset: str = "ml-100k"
+    """Dataset name: <data-dir>/<dataset>/<dataset>.inter (ml-100k is embedded)."""
+    small: bool = False
+    """A CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    where: Workspace = field(default_factory=Workspace)
+
+    def architecture(self) -> SASRecConfig:
+        return SASRecConfig.small() if self.small else SASRecConfig()
+
+
+@dataclass
+class ImportConfig:
+    """Stage 1 (alternative): import a foreign RecBole SASRec checkpoint (a pickle)."""
+
+    __pydantic_config__ = CONFIG
+
+    path: str
+    """RecBole .pth checkpoint."""
+    dataset: str
+    """Our dataset the checkpoint was trained on."""
+    trust_pickle: bool = False
+    """Allow unpickling: only for files from a source you trust."""
+    out: str | None = None
+    """Output .safetensors path; default <out-dir>/SASRec-imported-<stem>-<dataset>.safetensors."""
+    reference_dir: str | None = None
+    """Folder with the authors' item files used to map their item ids."""
+    where: Workspace = field(default_factory=Workspace)
+
+
+@dataclass
+class SAEStageConfig:
+    """Stage 3: train a TopK SAE on a recommender checkpoint's user representations."""
+
+    __pydantic_config__ = CONFIG
+
+    base: str
+    """The recommender checkpoint (.safetensors)."""
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    where: Workspace = field(default_factory=Workspace)
+    device: str = "cpu"
+    """Where the SAE trains (cpu or cuda)."""
+
+
+@dataclass
+class SAERef:
+    """An SAE checkpoint and the folders it is read with."""
+
+    __pydantic_config__ = CONFIG
+
+    path: str
+    """The SAE checkpoint (.safetensors)."""
+    dataset: str | None = None
+    """Refuse an SAE of another dataset."""
+    where: Workspace = field(default_factory=Workspace)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+
+@dataclass
+class AnalysisConfig:
+    """Stage 4: Cohen's d of every SAE neuron from synthetic popular / unpopular profiles."""
+
+    __pydantic_config__ = CONFIG
+
+    ref: SAERef
+    seed: int = DEFAULT_SEED
+    """Seed of the synthetic profiles (popular: seed, unpopular: seed + 1)."""
+    top_items: int = 10
+    """Items kept per neuron in neuron_top_items.csv (those whose one-item profile activates it most)."""
+    seed_copy: bool = True
+    """Also write the seed's files (cohens_d.csv, row_stats_*.csv) to <data-dir>/<dataset>/."""
+
+
+@dataclass
+class GridConfig:
+    """Stage 5: the steering grid (docs/METHOD.md §4), scored on every user of each split."""
+
+    __pydantic_config__ = CONFIG
+
+    ns: list[int] = field(default_factory=lambda: list(DEFAULT_NS))
+    """Numbers of steered neurons N (capped at the SAE's width, duplicates dropped)."""
+    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
+    """Steering strengths alpha."""
+    splits: list[Literal["valid", "test"]] = field(default_factory=lambda: list(SPLITS))
+    """Splits every point is scored on."""
+    swap_sigma: bool = False
+    """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
+    max_ndcg_drop: float = 0.05
+    """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
+
+    def __post_init__(self) -> None:
+        if not self.ns or not self.alphas:
+            raise PopSteerError("the steering grid needs at least one N and one alpha")
+        if min(self.ns) < 1:
+            raise PopSteerError(f"stages.steering.ns must all be >= 1, got {self.ns}")
+        if not all(math.isfinite(a) and a >= 0 for a in self.alphas):
+            raise PopSteerError(f"stages.steering.alphas must all be finite and >= 0, got {self.alphas}")
+        if not self.splits or any(s not in SPLITS for s in self.splits):
+            raise PopSteerError(f"grid splits must be valid and/or test, got {self.splits}")
+
+
+@dataclass
+class SteerConfig:
+    """One steering point on one split, beside SASRec and the unsteered SAE (the seed's --test_popsteer)."""
+
+    __pydantic_config__ = CONFIG
+
+    ref: SAERef
+    num_neurons: int = 4096
+    """N, the number of steered neurons (the top N by |Cohen's d|)."""
+    alpha: float = 1.5
+    """Steering strength alpha."""
+    split: Literal["valid", "test"] = "test"
+    """Split to score."""
+    swap_sigma: bool = False
+    """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_strength(self.num_neurons, self.alpha)
+
+
+@dataclass
+class GridStageConfig:
+    """Stage 5: an SAE's steering grid on every user of each split, picked on validation (the seed's
+    --tune_popsteer reports the pick on test)."""
+
+    __pydantic_config__ = CONFIG
+
+    ref: SAERef
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+@dataclass
+class BaselinesConfig:
+    """Stage 6: the post-processing re-rankers on the base recommender's scores, tuned on validation."""
+
+    __pydantic_config__ = CONFIG
+
+    seed: int = DEFAULT_SEED
+    """Seed of the random re-ranker."""
+    tiny: bool = False
+    """CI-sized grids: the first, middle and last point of each re-ranker's grid."""
+    max_ndcg_drop: float = 0.05
+    """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
+
+
+@dataclass
+class ReportConfig:
+    """Stage 7: the results report of one or more analysed SAEs (one section each)."""
+
+    __pydantic_config__ = CONFIG
+
+    saes: list[str]
+    """Analysed SAE checkpoints; one section per dataset and base-recommender origin."""
+    out: str = "docs/RESULTS.md"
+    """The markdown report; plots and grid CSVs go beside it."""
+    tiny: bool = False
+    """CI-sized grids: 3 points per baseline, N in {512, max}, alpha in {1, default, 4}."""
+    shared_dir: str | None = None
+    """Folder with <dataset>/reference/popsteer_cohens_d.csv.gz (the authors' files) for the fidelity checks;
+    default $POPSTEER_SHARED_DATASETS or ../shared/datasets."""
+    seed: int = DEFAULT_SEED
+    """Seed of the random re-ranker."""
+    swap_sigma: bool = False
+    """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
+    mlflow: bool = False
+    """Also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)."""
+    where: Workspace = field(default_factory=Workspace)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    """Score a checkpoint on a split: a recommender's metrics, or an SAE's reconstruction against its recommender."""
+
+    __pydantic_config__ = CONFIG
+
+    path: str
+    """A recommender or SAE checkpoint (.safetensors)."""
+    split: Literal["valid", "test"] = "test"
+    """Split to score."""
+    where: Workspace = field(default_factory=Workspace)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+@dataclass
+class PipelineConfig:
+    """Every stage on one dataset: recommender -> SAE -> analysis -> steering -> tuned steering."""
+
+    __pydantic_config__ = CONFIG
+
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    num_neurons: int = 4096
+    """N of the steering point reported on test (capped at the SAE's width)."""
+    alpha: float = 1.5
+    """Alpha of the steering point reported on test."""
+    seed: int = DEFAULT_SEED
+    """Seed of the recommender's training and of the analysis' synthetic profiles."""

@@ -1,0 +1,164 @@
+"""Stage 5, steering grid: every (N, alpha) point of an SAE on every user of each split, and the pick.
+
+The work is cut by users: ``popsteer.steering.grid.score_users`` gives a shard of users'
+top-k lists for the recommender, the unsteered SAE and every point at once (all points of a
+chunk share their TopK candidates). An executor runs it over shards: ``LocalGrid`` on all
+users in this process, or the platform's evaluator actors (``popsteer.platform.evaluators``)
+over user shards. The lists are put back in user order and only then turned into metrics,
+so both give the same rows. With ``write`` the SAE's results folder gets
+``steering_grid.csv``, ``steering_pick.json``, ``tradeoff.png`` and ``steering_grid.json``
+(what the grid was; written last, so ``reuse`` can trust it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
+from popsteer.eval.evaluator import Evaluator
+from popsteer.eval.tradeoff import pick_index, tradeoff
+from popsteer.report.plots import grid_tradeoff
+from popsteer.sae.model import TopKSAE
+from popsteer.stages.config import GridStageConfig
+from popsteer.stages.context import SAEContext, load_sae_context
+from popsteer.stages.encode import Encoder
+from popsteer.stages.encoded import Encodings, Part
+from popsteer.steering.grid import GridPoint, grid_points, point_deltas, score_users
+from popsteer.util import checkpoint, memory
+from popsteer.util.atomic import write_csv, write_text
+
+log = logging.getLogger(__name__)
+
+K = 10
+
+
+@dataclass
+class GridJob:
+    """Everything a shard of the grid needs."""
+
+    sae_path: str
+    sae: TopKSAE
+    deltas: torch.Tensor  # (P, n)
+    item_emb: torch.Tensor  # (n_items, d)
+    x: dict[str, np.ndarray]  # split -> (U, d) user representations
+    k: int = K
+
+
+class GridExecutor(Protocol):
+    def topk_lists(self, job: GridJob) -> dict[str, dict[str, np.ndarray]]:
+        """split -> {"sasrec": (U, k), "sae": (U, k), "points": (P, U, k)}, users in order."""
+
+
+class LocalGrid:
+    """All users of each split in this process (threads over user chunks)."""
+
+    def topk_lists(self, job: GridJob) -> dict[str, dict[str, np.ndarray]]:
+        return {split: score_users(job.sae, torch.from_numpy(x), job.item_emb, job.k, job.deltas)
+                for split, x in job.x.items()}
+
+
+@dataclass
+class GridResult:
+    dataset: str
+    points: list[GridPoint]
+    rows: dict[str, list[dict]]
+    """split -> one row per point: num_neurons, alpha and every metric."""
+    baselines: dict[str, dict]
+    """split -> {"sasrec": metrics, "sae": metrics} (the recommender, the unsteered reconstruction)."""
+    pick: dict | None
+    """The validation pick: num_neurons, alpha, valid_gini_drop, valid_ndcg_drop; None when no point qualifies."""
+    files: list[str]
+
+    def row(self, split: str, num_neurons: int, alpha: float) -> dict:
+        return next(r for r in self.rows[split] if r["num_neurons"] == num_neurons and r["alpha"] == alpha)
+
+    def picked(self, split: str) -> dict | None:
+        return None if self.pick is None else self.row(split, self.pick["num_neurons"], self.pick["alpha"])
+
+
+def _identity(ctx: SAEContext, cfg: GridStageConfig, points: list[GridPoint]) -> dict:
+    return {"sae_checkpoint": str(ctx.path.resolve()), "sae_sha256": checkpoint.file_sha256(ctx.path),
+            "dataset": ctx.data.name,
+            "points": [[p.num_neurons, p.alpha] for p in points], "splits": list(cfg.grid.splits),
+            "swap_sigma": cfg.grid.swap_sigma, "max_ndcg_drop": cfg.grid.max_ndcg_drop}
+
+
+def _reused(folder: Path, identity: dict, points: list[GridPoint]) -> GridResult | None:
+    try:
+        if json.loads((folder / "steering_grid.json").read_text()) != identity:
+            return None
+        table = pd.read_csv(folder / "steering_grid.csv")
+        saved = json.loads((folder / "steering_pick.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    rows = {s: table[table["split"] == s].drop(columns="split").to_dict("records") for s in identity["splits"]}
+    baselines = {s: saved[f"{s}_baselines"] for s in identity["splits"]}
+    files = [str(folder / f) for f in ("steering_grid.csv", "steering_pick.json", "tradeoff.png", "steering_grid.json")]
+    log.info("steering grid reused from %s", folder)
+    return GridResult(identity["dataset"], points, rows, baselines, saved["pick"], files)
+
+
+def _write(folder: Path, result: GridResult, identity: dict, title: str) -> list[str]:
+    table = pd.DataFrame([{"split": s, **r} for s in result.rows for r in result.rows[s]])
+    write_csv(folder / "steering_grid.csv", table, index=False)
+    picks = {"pick": result.pick, **{s: result.picked(s) for s in result.rows},
+             **{f"{s}_baselines": b for s, b in result.baselines.items()}}
+    write_text(folder / "steering_pick.json", json.dumps(picks, indent=2, default=float))
+    files = [folder / "steering_grid.csv", folder / "steering_pick.json"]
+    if "valid" in result.rows:
+        files.append(grid_tradeoff(result.rows["valid"], folder / "tradeoff.png", result.baselines["valid"],
+                                   result.picked("valid"), title=f"{title}: NDCG@10 vs Gini@10 (valid)"))
+    write_text(folder / "steering_grid.json", json.dumps(identity, indent=2))
+    return [str(f) for f in (*files, folder / "steering_grid.json")]
+
+
+def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = False, strict_n: bool = False,
+                  executor: GridExecutor | None = None, data: SequenceData | None = None,
+                  encodings: Encodings | None = None, encoder: Encoder | None = None) -> GridResult:
+    """Score the grid of ``cfg`` (valid and/or test), pick on validation; see the module docstring.
+
+    ``strict_n``: an N above the SAE's width is an error instead of being capped.
+    """
+    ctx = load_sae_context(cfg.ref, data)
+    n_latents = ctx.meta["n_latents"]
+    if strict_n and max(cfg.grid.ns) > n_latents:
+        raise PopSteerError(f"num_neurons must be in [0, {n_latents}] (the SAE's hidden size), got {max(cfg.grid.ns)}")
+    scores = ctx.scores()
+    points = grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas)
+    identity = _identity(ctx, cfg, points)
+    if reuse and (found := _reused(ctx.results_dir, identity, points)) is not None:
+        return found
+    splits = list(cfg.grid.splits)
+    encodings = encodings or ctx.base.encodings([Part(s) for s in splits], encoder)
+    x = {s: encodings.read(s) for s in splits}
+    for s in splits:
+        memory.check_fits(f"the steering grid of {len(points)} points on {len(x[s]):,} {s} users",
+                          memory.grid_bytes(len(x[s]), ctx.sae.n, len(points), K, ctx.data.n_items))
+    job = GridJob(str(ctx.path), ctx.sae, point_deltas(scores, points, cfg.grid.swap_sigma), ctx.base.item_emb, x)
+    lists = (executor or LocalGrid()).topk_lists(job)
+    rows, baselines = {}, {}
+    for s in splits:
+        ev = Evaluator.for_split(ctx.data, s, k=K)
+        baselines[s] = {name: ev.metrics_of_topk(lists[s][name]) for name in ("sasrec", "sae")}
+        rows[s] = [{"num_neurons": p.num_neurons, "alpha": p.alpha, **ev.metrics_of_topk(lists[s]["points"][i])}
+                   for i, p in enumerate(points)]
+    pick = None
+    if "valid" in rows and (i := pick_index(rows["valid"], baselines["valid"]["sasrec"], cfg.grid.max_ndcg_drop)) is not None:
+        gini_drop, ndcg_drop = tradeoff(rows["valid"][i], baselines["valid"]["sasrec"])
+        pick = {"num_neurons": points[i].num_neurons, "alpha": points[i].alpha, "valid_gini_drop": gini_drop,
+                "valid_ndcg_drop": ndcg_drop}
+    result = GridResult(ctx.data.name, points, rows, baselines, pick, [])
+    if write:
+        result.files = _write(ctx.results_dir, result, identity, ctx.path.stem)
+    log.info("steering grid: %d points x %d split(s); pick %s", len(points), len(splits),
+             "none within the NDCG limit" if pick is None else f"N={pick['num_neurons']} alpha={pick['alpha']:g}")
+    return result

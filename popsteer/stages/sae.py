@@ -1,0 +1,93 @@
+"""Stage 3, SAE: train a TopK SAE on a recommender's encoded user representations, write its checkpoint.
+
+The CLI (``popsteer train-sae``, ``pipeline``) calls ``train_sae`` in this process; a sweep
+trial (``popsteer.platform.trainable``) calls the same function on a Ray worker with the
+sweep's encodings, its own output path and a per-epoch callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
+from popsteer.eval.evaluator import Evaluator
+from popsteer.sae.io import sae_meta, save_sae
+from popsteer.sae.train import sae_report
+from popsteer.sae.train import train_sae as fit_sae
+from popsteer.stages.config import SAEStageConfig
+from popsteer.stages.context import load_base
+from popsteer.stages.encode import Encoder, training_parts
+from popsteer.stages.encoded import Encodings
+from popsteer.util import checkpoint, memory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SAEResult:
+    """What ``train_sae`` wrote and measured."""
+
+    checkpoint: str
+    epochs: int
+    train_minutes: float
+    report: dict
+    """fvu, dead_fraction, cosine on the validation users, valid NDCG@10 of the recommender and of the SAE."""
+    history: list[dict]
+
+    def summary(self) -> dict:
+        return {"checkpoint": self.checkpoint, "epochs": self.epochs, "train_minutes": round(self.train_minutes, 2),
+                **self.report}
+
+
+def sae_stem(dataset: str, k: int, scale: int) -> str:
+    """The seed's SAE file name: ``SASRec_SAE-<date>-k<K>-<s>-<dataset>``."""
+    return f"SASRec_SAE-{checkpoint.seed_timestamp()}-k{k}-{scale}-{dataset}"
+
+
+def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: SequenceData | None = None,
+              encodings: Encodings | None = None, encoder: Encoder | None = None,
+              on_epoch: Callable[[int, dict], None] | None = None, extra_meta: dict | None = None) -> SAEResult:
+    """Train the SAE of ``cfg`` and save it (default: ``<out-dir>/SASRec_SAE-<date>-k<K>-<s>-<dataset>.safetensors``).
+
+    ``data`` and ``encodings`` skip loading and encoding when the caller has them;
+    ``extra_meta`` adds keys to the checkpoint header (a sweep trial's provenance).
+    """
+    base = load_base(cfg.base, cfg.where, cfg.encode, data)
+    d, n = base.d, cfg.sae.hidden(base.d)
+    parts = training_parts(cfg.encode, base.data.max_len)
+    rows = int(base.data.train_target_counts().sum())
+    memory.check_fits(f"an SAE of {n:,} latents on {rows:,} inputs of d={d}",
+                      memory.sae_training_bytes(d, n, cfg.sae.batch_size, rows, base.data.n_users),
+                      "lower --scale or --batch-size")
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        raise PopSteerError(f"device {cfg.device}: no CUDA GPU is available on this machine")
+    t0 = time.perf_counter()
+    encodings = encodings or base.encodings(parts, encoder)
+    device = torch.device(cfg.device)
+    x_train = torch.from_numpy(encodings.read(parts[0])).to(device)  # (P, d)
+    x_valid = torch.from_numpy(encodings.read(parts[1])).to(device)  # (U, d)
+    torch.manual_seed(cfg.sae.seed)
+    sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch)
+    report = sae_report(sae, x_valid)
+    ev = Evaluator.for_split(base.data, "valid")
+    with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
+        report["valid_ndcg@10_sasrec"] = ev(x_valid.cpu(), base.item_emb)["ndcg@10"]
+        report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
+    minutes = (time.perf_counter() - t0) / 60
+    out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, sae_stem(base.data.name, cfg.sae.k,
+                                                                                    cfg.sae.scale))
+    meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=checkpoint.file_sha256(base.path),
+                    prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
+                    history=history, train_minutes=minutes, extra=extra_meta)
+    save_sae(out, sae.cpu(), meta)
+    log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
+             report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],
+             report["valid_ndcg@10_sasrec"], out)
+    return SAEResult(str(out), len(history), minutes, report, history)
