@@ -45,11 +45,10 @@ def small_sasrec(ml100k_small, tmp_path_factory):
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.allpos import train_allpos
     from popsteer.models.io import save_recommender
-    from popsteer.stages.steps import SMALL_SASREC
     from popsteer.models.config import SASRecConfig
 
     torch.manual_seed(0)
-    hp = SASRecConfig(**SMALL_SASREC)
+    hp = SASRecConfig.small()
     model = build_sasrec(ml100k_small.n_items, hp)
     model, _ = train_allpos(model, ml100k_small, TrainConfig(epochs=3, stride=10))
     path = tmp_path_factory.mktemp("ckpt") / "SASRec-test-ml-100k.safetensors"

@@ -371,8 +371,6 @@ def closed_port() -> int:
 
 def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
     """An untrained CI-sized ml-100k SASRec and a K=4, s=2 SAE bound to it, in ``train-sae``'s format."""
-    from dataclasses import asdict
-
     import torch
 
     from popsteer.util import checkpoint
@@ -380,19 +378,18 @@ def tiny_checkpoints(folder: Path) -> tuple[Path, Path]:
     from popsteer.data import load_dataset
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.io import save_recommender
+    from popsteer.sae.io import sae_meta, save_sae
     from popsteer.sae.model import SAEConfig, TopKSAE
-    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
-    hp = SASRecConfig(**SMALL_SASREC)
+    hp = SASRecConfig.small()
     data = load_dataset("ml-100k", None, max_len=hp.max_len)
     sasrec = save_recommender(folder / "SASRec-test-ml-100k.safetensors", build_sasrec(data.n_items, hp), data, hp, None)
     cfg = SAEConfig(k=4, scale=2, max_epochs=1, min_epochs=0)
     sae = TopKSAE(hp.hidden_size, cfg)
-    meta = {"kind": "sae", "dataset": data.name, "d": hp.hidden_size, "n_latents": sae.n, "sae": asdict(cfg),
-            "base_checkpoint": str(sasrec.resolve()), "base_sha256": checkpoint.file_sha256(sasrec),
-            "sasrec_train_mode_quirk": False, "prefix_stride": 10, "report": {}, "history": [], "train_minutes": 0}
-    return sasrec, checkpoint.save(folder / "SASRec_SAE-test-k4-2-ml-100k.safetensors", sae.state_dict(), meta)
+    meta = sae_meta(dataset=data.name, d=hp.hidden_size, cfg=cfg, base=sasrec, base_sha256=checkpoint.file_sha256(sasrec),
+                    prefix_stride=10, train_mode_quirk=False, report={}, history=[], train_minutes=0)
+    return sasrec, save_sae(folder / "SASRec_SAE-test-k4-2-ml-100k.safetensors", sae, meta)
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +430,7 @@ def _in_process(entry: str) -> Callable[[list[str]], int]:
     elif entry == "seed":
         from popsteer.app.seed_cli import main
     elif entry == "sweep":
-        from popsteer.platform.sweep import main
+        from popsteer.app.sweep_cli import main
     else:
         main = _job_main
     return main

@@ -13,10 +13,11 @@ from popsteer.baselines.calibration import calibrated_rerank, js_divergence
 from popsteer.baselines.fair import adjusted_mtable, fail_probability, fair_rerank, mtable, protected_mask
 from popsteer.baselines.ipr import ipr_rerank
 from popsteer.baselines.random_topm import random_rerank
-from popsteer.baselines.tuning import ScoredSplit, pick_with_fallback, rerank_split, tune_baseline
+from popsteer.baselines.tuning import ScoredSplit, rerank_split, tune_baseline
+from popsteer.eval.tradeoff import pick_with_fallback
 from popsteer.errors import PopSteerError
 from popsteer.eval.evaluator import Evaluator
-from popsteer.steering.grid import tradeoff
+from popsteer.eval.tradeoff import tradeoff
 from popsteer.eval.popularity import PopularityGroups
 
 K = 10

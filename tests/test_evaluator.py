@@ -11,7 +11,6 @@ from popsteer.data import find_inter_file
 from popsteer.eval.evaluator import Evaluator, rank_topk
 from popsteer.eval.metrics import gini
 from popsteer.models.encode import evaluate_model
-from popsteer.stages.steps import SMALL_SASREC
 
 
 @pytest.mark.parametrize("split", ["valid", "test"])
@@ -19,7 +18,7 @@ def test_metrics_equal_recbole(small_sasrec, ml100k_small, split):
     from popsteer.models.recbole_adapter import RecBolePipeline
 
     model, _ = small_sasrec
-    pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), SASRecConfig(**SMALL_SASREC))
+    pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), SASRecConfig.small())
     try:
         theirs_model = pipe.new_model()
         theirs_model.load_state_dict(model.state_dict())

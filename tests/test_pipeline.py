@@ -58,9 +58,7 @@ def test_analysis_reports(analysis):
 
 def test_analysis_is_also_kept_per_sae(analysis, sae_ckpt):
     """A second SAE analysed into the same data folder does not take the first one's analysis away."""
-    import argparse
-
-    from popsteer.stages.sae_steps import analysis_dir, load_neuron_scores
+    from popsteer.steering.results import analysis_dir, read_scores
 
     own = analysis / "analysis" / sae_ckpt.stem
     assert analysis_dir(analysis.parent, "ml-100k", sae_ckpt) == own
@@ -69,8 +67,7 @@ def test_analysis_is_also_kept_per_sae(analysis, sae_ckpt):
     seed_summary = (analysis / "analysis.json").read_text()
     try:  # the seed folder now describes another SAE
         (analysis / "analysis.json").write_text(json.dumps({**json.loads(seed_summary), "sae_sha256": "0" * 64}))
-        args = argparse.Namespace(data_dir=str(analysis.parent), pretrained_path=str(sae_ckpt))
-        scores = load_neuron_scores(args, "ml-100k", 256)
+        scores = read_scores(analysis_dir(analysis.parent, "ml-100k", sae_ckpt), sae_ckpt, 256)
         d = pd.read_csv(own / "cohens_d.csv", index_col=0)["cohen_d"].to_numpy()
         assert (scores.d == d).all()
     finally:

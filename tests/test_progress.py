@@ -61,9 +61,8 @@ def sasrec_ckpt(ml100k_small, tmp_path_factory):
     from popsteer.models.config import SASRecConfig
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.io import save_recommender
-    from popsteer.stages.steps import SMALL_SASREC
 
-    hp = SASRecConfig(**SMALL_SASREC)
+    hp = SASRecConfig.small()
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("progress") / "SASRec-untrained-ml-100k.safetensors"
     return save_recommender(path, build_sasrec(ml100k_small.n_items, hp), ml100k_small, hp, None)

@@ -67,10 +67,9 @@ def test_allpos_with_ema_keeps_the_best_scored_weights(ml100k_small):
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.allpos import train_allpos
     from popsteer.models.encode import evaluate_model
-    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
-    model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
+    model = build_sasrec(ml100k_small.n_items, SASRecConfig.small())
     cfg = TrainConfig(epochs=3, stride=10, learning_rate=3e-3, ema_decay=0.9)
     model, history = train_allpos(model, ml100k_small, cfg)
     assert all("ema_valid_ndcg@10" in r and "valid_ndcg@10" in r for r in history)
@@ -88,10 +87,9 @@ def test_allpos_budget_stop_scores_the_last_epoch(ml100k_small):
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.allpos import train_allpos
     from popsteer.models.encode import evaluate_model
-    from popsteer.stages.steps import SMALL_SASREC
 
     torch.manual_seed(0)
-    model = build_sasrec(ml100k_small.n_items, SASRecConfig(**SMALL_SASREC))
+    model = build_sasrec(ml100k_small.n_items, SASRecConfig.small())
     untrained = evaluate_model(model, ml100k_small, "valid")["ndcg@10"]
     cfg = TrainConfig(epochs=10, stride=10, learning_rate=3e-3, eval_every=5, time_budget_min=1e-6)
     model, history = train_allpos(model, ml100k_small, cfg)

@@ -102,7 +102,7 @@ def test_tradeoff_png_and_grids_beside_the_report(workdir, report):
 
 
 def test_picks_follow_the_validation_rule(workdir, report):
-    from popsteer.baselines.tuning import pick_with_fallback
+    from popsteer.eval.tradeoff import pick_with_fallback
 
     _, text = report
     grids = pd.read_csv(workdir / "docs" / "RESULTS_ml-100k_grids.csv")
@@ -154,7 +154,7 @@ def test_report_refuses_a_recommender_checkpoint(workdir, sasrec_ckpt):
 
 
 def test_fidelity_compares_distributions_and_recorded_metrics(tmp_path):
-    from popsteer.stages.report import compare_d, fidelity
+    from popsteer.report.fidelity import compare_d, fidelity
 
     d = np.random.default_rng(1).normal(size=500)
     same = compare_d(d, d)
@@ -172,7 +172,7 @@ def test_fidelity_compares_distributions_and_recorded_metrics(tmp_path):
 
 
 def test_pareto_front_and_dominance():
-    from popsteer.stages.report import dominated_share, pareto_front
+    from popsteer.eval.tradeoff import dominated_share, pareto_front
 
     gini = np.array([0.5, 0.6, 0.55, 0.7, 0.65])
     ndcg = np.array([0.08, 0.10, 0.07, 0.11, 0.09])

@@ -19,11 +19,10 @@ def artifacts(ml100k_small, tmp_path_factory) -> tuple[Path, Path]:
     from popsteer.models.config import SASRecConfig
     from popsteer.models.recbole_adapter import build_sasrec
     from popsteer.models.io import save_recommender
-    from popsteer.stages.steps import SMALL_SASREC
 
     root = tmp_path_factory.mktemp("status")
     data, out = root / "datasets", root / "saved"
-    hp = SASRecConfig(**SMALL_SASREC)
+    hp = SASRecConfig.small()
     torch.manual_seed(0)
     base = save_recommender(out / "SASRec-test-ml-100k.safetensors", build_sasrec(ml100k_small.n_items, hp),
                             ml100k_small, hp, None)

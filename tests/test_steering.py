@@ -9,7 +9,8 @@ from scipy import stats
 
 from popsteer.steering.analysis import RunningMoments, cohens_d, profile_lengths, synthetic_profiles
 from popsteer.errors import PopSteerError
-from popsteer.steering.grid import grid_points, pick_point
+from popsteer.eval.tradeoff import pick_point
+from popsteer.steering.grid import grid_points
 from popsteer.steering.steer import NeuronScores, steering_delta, steering_weights
 
 

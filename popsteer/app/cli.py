@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(args: argparse.Namespace) -> int:
     command = COMMANDS.get(args.cmd)
     if command is not None:
+        from popsteer.sae.topk import triton_flag
+
+        triton_flag()  # a bad environment is refused before any work
         result = command.run(config_from(command.config, args, command.flags))
     else:
         result = commands.run_plain(args)

@@ -84,16 +84,20 @@ def _keyed_topk(v: Tensor, k: int) -> Tensor:
     return torch.topk(key, k, dim=1).indices  # (R, k), largest first
 
 
-def _use_triton(h: Tensor) -> bool:
+def triton_flag() -> str:
+    """``$POPSTEER_TRITON``: "0", "1" or "" (checked; entry points call it before any work)."""
     flag = os.environ.get("POPSTEER_TRITON", "").strip()
-    if flag == "0":
-        return False
-    if flag == "1":
-        if not kernels.TRITON_AVAILABLE:
-            raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
-        return True
-    if flag:
+    if flag == "1" and not kernels.TRITON_AVAILABLE:
+        raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
+    if flag not in ("", "0", "1"):
         raise TritonFlagError(f"environment variable POPSTEER_TRITON must be 0, 1 or unset, got {flag!r}")
+    return flag
+
+
+def _use_triton(h: Tensor) -> bool:
+    flag = triton_flag()
+    if flag:
+        return flag == "1"
     return h.is_cuda and kernels.TRITON_AVAILABLE and not _triton_broken
 
 
