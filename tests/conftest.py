@@ -1,11 +1,18 @@
-"""Shared fixtures: the embedded ml-100k data, a small trained SASRec, the shared datasets folder."""
+"""Shared fixtures: the embedded ml-100k data, a small trained SASRec, the shared datasets folder, and the
+platform's services (a Ray head with a second node, an MLflow server; tests/services.py), started only
+for the tests that use them and only where missing."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# Before any test imports ray (Ray reads it at import): every Ray address of this process on 127.0.0.1,
+# where the head of tests/services.py listens (.ci/run used to export it)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 SHARED = Path(os.environ.get("POPSTEER_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
@@ -56,9 +63,35 @@ def small_sasrec(ml100k_small, tmp_path_factory):
     return model, path
 
 
+@pytest.fixture(scope="session")
+def _started_services():
+    """The services this session started (none until a test asks for them); stopped at the session's end."""
+    from services import Services
+
+    services = Services()
+    yield services
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()  # this process's driver, before its cluster goes
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(_started_services):
+    """The Ray head at ray_address() with its job server at DASHBOARD and a second node with the
+    ``worker_node`` resource, each started if missing (stopped at the session's end if started)."""
+    _started_services.ensure(ray=True, mlflow=False)
+
+
+@pytest.fixture(scope="session")
+def platform_services(_started_services):
+    """``ray_cluster`` and the MLflow server at tracking_uri(), each started if missing."""
+    _started_services.ensure(ray=True, mlflow=True)
+
+
 @pytest.fixture(scope="module")
-def ray_session():
-    """A connection to the running Ray head (platform tests), closed after the module."""
+def ray_session(ray_cluster):
+    """A connection to the Ray head (platform tests), closed after the module."""
     import ray
 
     from platform_util import connect_ray

@@ -1,87 +1,24 @@
-"""Helpers of the platform tests: find the real Ray head and MLflow server, or skip with the reason."""
+"""Helpers of the platform tests (the services themselves: tests/services.py, through conftest's fixtures)."""
 
 from __future__ import annotations
 
 import contextlib
-
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
+from services import DASHBOARD, http_ok, ray_address, tracking_uri  # noqa: F401  (the tests import them from here)
+
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = "http://127.0.0.1:8265"
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def ray_address() -> str:
-    """The GCS address of the Ray head the tests use: $RAY_ADDRESS, else 127.0.0.1:6379."""
-    return os.environ.get("RAY_ADDRESS") or "127.0.0.1:6379"
-
-
-def tracking_uri() -> str:
-    """The MLflow server the tests use: $MLFLOW_TRACKING_URI when it is http(s), else 127.0.0.1:5000."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    return uri if uri.startswith("http") else "http://127.0.0.1:5000"
-
-
-def ray_unavailable() -> str | None:
-    """Why no Ray head can be used (None when one answers)."""
-    address = ray_address()
-    if address.startswith(("http://", "ray://")) or ":" not in address:
-        return f"RAY_ADDRESS={address} is not a GCS address (host:port); .ci/run exports 127.0.0.1:6379"
-    host, _, port = address.rpartition(":")
-    if not _port_open(host or "127.0.0.1", int(port)):
-        return (f"no Ray head at {address}: start one with `ray start --head --port=6379 "
-                "--dashboard-host=127.0.0.1 --num-cpus=2` (.ci/run does)")
-    return None
-
-
-def dashboard_unavailable() -> str | None:
-    why = ray_unavailable()
-    if why is None and not _http_ok(f"{DASHBOARD}/api/version"):
-        why = f"the Ray head has no job server at {DASHBOARD} (ray[default] and --dashboard-host=127.0.0.1 needed)"
-    return why
-
-
-def mlflow_unavailable() -> str | None:
-    """Why no MLflow server can be used (None when /health answers)."""
-    uri = tracking_uri()
-    if not _http_ok(f"{uri.rstrip('/')}/health"):
-        return f"no MLflow server answers at {uri}/health: start one with `bash mlflow/server.sh` (.ci/run does)"
-    return None
-
-
-def requires(*reasons: str | None) -> pytest.MarkDecorator:
-    """A skip mark, decided before any fixture runs, for the first missing service."""
-    missing = [r for r in reasons if r]
-    return pytest.mark.skipif(bool(missing), reason=missing[0] if missing else "")
 
 
 def connect_ray() -> None:
-    """Connect this test process to the running head (or skip)."""
+    """Connect this test process to the running head (conftest's ray_cluster fixture ensures one)."""
     import ray
 
     if not ray.is_initialized():

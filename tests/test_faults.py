@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from platform_util import (ROOT, assert_each_trial_once, mlflow_runs, ray_address, ray_unavailable, requires,
-                           running_sweep, sweep_env, wait_for, write_sweep)
+from platform_util import (ROOT, assert_each_trial_once, mlflow_runs, ray_address, running_sweep, sweep_env, wait_for,
+                           write_sweep)
 
 KEYS = {"k4-s2-r0", "k8-s2-r0"}
 WARNING = "cannot be reached"
@@ -179,7 +179,7 @@ def _assert_nothing_lost(uri: str, experiment: str, epochs: int, artifacts: bool
 # ------------------------------------------------------------------ MLflow down
 
 
-@requires(ray_unavailable())
+@pytest.mark.usefixtures("ray_cluster")  # the Ray head; its own MLflow server
 def test_mlflow_down_at_start_is_journaled_and_synced_once(tmp_path, small_sasrec, tmp_path_factory, mlflow_server,
                                                            sync):
     experiment = f"popsteer-faults-down-{uuid.uuid4().hex[:8]}"
@@ -226,7 +226,7 @@ def _trial_logging(uri: str, experiment: str, min_steps: int) -> bool:
     return False
 
 
-@requires(ray_unavailable())
+@pytest.mark.usefixtures("ray_cluster")
 def test_mlflow_killed_mid_sweep_is_journaled_and_synced_once(tmp_path, small_sasrec, tmp_path_factory,
                                                               mlflow_server, sync):
     experiment = f"popsteer-faults-kill-{uuid.uuid4().hex[:8]}"

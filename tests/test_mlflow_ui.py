@@ -2,7 +2,7 @@
 
 A server of its own (``mlflow/server.sh`` on a free 127.0.0.1 port, SQLite store and artifacts in
 tmp_path) gets the smoke sweep (``sweeps/smoke.yaml`` run as a local driver against the Ray head
-at $RAY_ADDRESS / 127.0.0.1:6379; without a head, the same structure logged through ``Tracker``).
+at $RAY_ADDRESS / 127.0.0.1:6379, which conftest's ``ray_cluster`` fixture starts if missing).
 Chromium (Debian's /usr/bin/chromium, driven by playwright) then opens the experiment and checks
 that the sweep is one parent run whose expander shows its trials, that param and metric columns
 (trial.k, trial.scale, sae_fvu, best_valid_loss) can be shown and hold each trial's values, and
@@ -19,12 +19,11 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from platform_util import ROOT, mlflow_runs, ray_address, ray_unavailable, sweep_env, wait_for, _http_ok
+from platform_util import ROOT, http_ok, mlflow_runs, ray_address, sweep_env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -34,7 +33,7 @@ TRIAL_KEYS = {f"k{k}-s{s}-r0" for k in (4, 8) for s in (2, 4)}  # sweeps/smoke.y
 COLUMNS = ("trial.k", "trial.scale", "sae_fvu", "best_valid_loss")
 TIMEOUT_MS = 60_000  # the 2-CPU CI machine is slow to render a React app under load
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster"),
               pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                  reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/run does)")]
 
@@ -62,7 +61,7 @@ def mlflow_server(tmp_path):
         def up() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"mlflow server exited: {(tmp_path / 'mlflow-server.log').read_text()[-3000:]}")
-            return _http_ok(f"{uri}/health")
+            return http_ok(f"{uri}/health")
 
         wait_for(up, 120, "the MLflow server's /health", interval=0.5)
         yield uri
@@ -90,30 +89,6 @@ def _run_smoke_sweep(uri: str, experiment: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
 
 
-def _log_sweep_structure(uri: str, experiment: str, tmp_path: Path) -> None:
-    """Without a Ray head: what a sweep logs (parent, one child per trial, the plot), through ``Tracker``."""
-    from popsteer.platform.spec import load_spec
-    from popsteer.platform.tracking import Tracker, plot_tradeoff
-
-    spec = load_spec(ROOT / "sweeps" / "smoke.yaml", [f"storage={tmp_path / 'sweeps'}"])
-    tracker = Tracker(uri, experiment, str(spec.experiment_dir))
-    parent = tracker.start_parent(spec.name, spec.to_dict())
-    for key in sorted(TRIAL_KEYS):
-        k, s = int(key.split("-")[0][1:]), int(key.split("-")[1][1:])
-        params = {"sweep": spec.to_dict(), "trial": {"k": k, "scale": s, "repeat": 0},
-                  "sae": asdict(spec.search.sae_config(k, s, 0))}
-        run = tracker.child_run(key, params)
-        for epoch in (1, 2):
-            tracker.log_epoch(run, epoch, {"valid_loss": 1.0 / (k * s * epoch), "valid_fvu": 0.5 / epoch})
-        tracker.log_final(run, {"sae_fvu": 0.1 * s / k, "best_valid_loss": 0.5 / (k * s), "best_epoch": 2})
-        tracker.finish(run)
-    rows = [{"ndcg@10": 0.03 - 0.002 * i, "gini@10": 0.99 - 0.01 * i * i} for i in range(6)]
-    plot = plot_tradeoff(rows, tmp_path / "steering" / "tradeoff_k8-s4-r0.png", title="k8-s4-r0: NDCG@10 vs Gini@10")
-    tracker.log_artifacts(parent, [plot], "steering")
-    tracker.log_metrics(parent, {"trials": len(TRIAL_KEYS), "trials_errored": 0, "best_valid_loss": 0.5 / 32})
-    tracker.finish(parent)
-
-
 def _toggle_columns(page, names) -> None:
     """Show (or hide) columns with the runs table's "Columns" selector (search, then tick)."""
     page.get_by_role("button", name="Columns", exact=True).click()
@@ -135,11 +110,7 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(ml
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
     t0 = time.monotonic()
     uri, experiment = mlflow_server, f"popsteer-ui-{uuid.uuid4().hex[:8]}"
-    if ray_unavailable() is None:
-        _run_smoke_sweep(uri, experiment, tmp_path)
-    else:
-        print(f"\n{ray_unavailable()}: logging the sweep's structure through Tracker instead")
-        _log_sweep_structure(uri, experiment, tmp_path)
+    _run_smoke_sweep(uri, experiment, tmp_path)
     t_logged = time.monotonic()
 
     client, parents, children = mlflow_runs(uri, experiment)

@@ -7,10 +7,9 @@ import json
 import time
 
 import numpy as np
+import pytest
 
-from platform_util import ray_unavailable, requires
-
-pytestmark = requires(ray_unavailable())
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 def test_ray_data_encoding_equals_encode_users(ray_session, ml100k_small, small_sasrec, tmp_path_factory):

@@ -14,9 +14,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from platform_util import dashboard_unavailable, ray_unavailable, requires, wait_for
+from platform_util import wait_for
 
-pytestmark = requires(ray_unavailable())
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,6 @@ def _interrupted_tasks(job_id: str, actor_id: str) -> list:
             and (t.state == "FAILED" or t.attempt_number > 0)]
 
 
-@requires(dashboard_unavailable())
 def test_evaluator_process_killed_mid_grid_table_has_each_point_once(ray_session, steering_setup, tmp_path):
     import threading
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from platform_util import (DASHBOARD, ROOT, assert_each_trial_once, dashboard_unavailable, mlflow_runs,
-                           mlflow_unavailable, requires, tracking_uri)
+from platform_util import DASHBOARD, ROOT, assert_each_trial_once, mlflow_runs, tracking_uri
 
-pytestmark = requires(dashboard_unavailable(), mlflow_unavailable())
+pytestmark = pytest.mark.usefixtures("platform_services")
 
 
 @pytest.mark.slow

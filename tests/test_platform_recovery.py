@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from platform_util import (assert_each_trial_once, mlflow_runs, mlflow_unavailable, ray_address, ray_unavailable,
-                           requires, running_sweep, start_sweep, sweep_env, tracking_uri, wait_for, write_sweep)
+from platform_util import (assert_each_trial_once, mlflow_runs, ray_address, running_sweep, start_sweep, sweep_env,
+                           tracking_uri, wait_for, write_sweep)
 
-pytestmark = requires(ray_unavailable(), mlflow_unavailable())
+pytestmark = pytest.mark.usefixtures("platform_services")
 
 KEYS = {f"k{k}-s{s}-r0" for k in (4, 8) for s in (2, 4)}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from platform_util import ROOT, ray_unavailable
+from platform_util import ROOT
 
 SECRETS = ("hunter2", "s3cr3t-pw", "tok-123456", "AKIAXXSECRET", "db-pass-9", "api-key-777", "basic-auth-55")
 
@@ -230,18 +230,17 @@ def test_mlflow_server_script_warns_on_a_public_host(tmp_path):
     assert proc.returncode == 0 and "warning: binding MLflow to 0.0.0.0" in proc.stderr
 
 
-@pytest.mark.skipif(bool(ray_unavailable()), reason=ray_unavailable() or "")
+@pytest.mark.usefixtures("ray_cluster")
 def test_ray_head_dashboard_listens_on_loopback():
     addresses = _listening(8265)
-    if not addresses:
-        pytest.skip("the Ray head at 127.0.0.1:6379 runs no dashboard on 8265")
+    assert addresses, "the Ray head at 127.0.0.1:6379 runs no dashboard on 8265"
     assert all(_loopback_v4(ip) for ip in addresses), addresses
 
 
 def test_shipped_configs_bind_loopback():
     """No config or script in the repository starts a server on 0.0.0.0 (docs may mention it as a warning)."""
     files = [*sorted((ROOT / "cluster").glob("*.yaml")), ROOT / "mlflow" / "server.sh", ROOT / ".ci" / "run",
-             ROOT / "quickstart.sh"]
+             ROOT / "quickstart.sh", ROOT / "tests" / "services.py"]
     for path in (f for f in files if f.exists()):
         for line in path.read_text().splitlines():
             code = line.split("#", 1)[0]
