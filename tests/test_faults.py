@@ -106,7 +106,7 @@ def _spec(tmp_path: Path, base: Path, encoded_root: Path, experiment: str, epoch
               if steering else {"trials": "none"})
     return write_sweep(
         tmp_path / "sweep.yaml", name="faults", dataset="ml-100k", base_checkpoint=str(base),
-        storage=str(tmp_path / "sweeps"),
+        storage=str(tmp_path / "sweeps"), data_dir=str(tmp_path / "datasets"),
         search={"k": [4, 8], "scale": [2], "sae": {"max_epochs": epochs, "min_epochs": epochs, "patience": 50}},
         resources={"cpu": 1}, max_failures=1, mlflow={"experiment": experiment, **mlflow},
         encode={"dir": str(encoded_root)}, stages=stages)
@@ -171,7 +171,7 @@ def _assert_nothing_lost(uri: str, experiment: str, epochs: int, artifacts: bool
     if artifacts:
         best = parent.data.tags["popsteer.best_trial"]
         steering = {a.path for a in client.list_artifacts(parent.info.run_id, "steering")}
-        assert {"steering/steering_grid.csv", "steering/steering_picks.json"} <= steering
+        assert {"steering/steering_grid.csv", "steering/steering_pick.json"} <= steering
         assert f"analysis/{best}/cohens_d.csv" in {a.path for a in client.list_artifacts(parent.info.run_id,
                                                                                         f"analysis/{best}")}
 
@@ -361,7 +361,7 @@ def test_file_size_limit_in_a_cli_step_is_one_error_line(tmp_path, small_sasrec)
          "--scale", "2", "--epochs", "1", "--min-epochs", "1", "--out-dir", str(out_dir)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert proc.returncode == 2, proc.stderr[-3000:]
-    _one_error_line(proc.stderr, out_dir / "SASRec_SAE-", "File too large")  # the new checkpoint's path
+    _one_error_line(proc.stderr, out_dir / "encoded" / "ml-100k-", "File too large")  # the first large write: encoding
     _assert_survived(path, digest)
 
 

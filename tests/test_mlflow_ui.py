@@ -83,6 +83,7 @@ def mlflow_server(tmp_path):
 def _run_smoke_sweep(uri: str, experiment: str, tmp_path: Path) -> None:
     """The real smoke sweep, the driver here, the work on the running Ray head."""
     cmd = [sys.executable, "-m", "popsteer.sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path / 'sweeps'}",
+           "--set", f"data_dir={tmp_path / 'datasets'}",
            "--set", f"mlflow.experiment={experiment}", "--set", f"mlflow.tracking_uri={uri}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=sweep_env(ray_address(), uri), capture_output=True, text=True,
                           timeout=420)
@@ -119,7 +120,7 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(ml
     exp_id, parent_id, parent_name = parent.info.experiment_id, parent.info.run_id, parent.info.run_name
     steering = [a.path for a in client.list_artifacts(parent_id, "steering")]
     plots = [p for p in steering if p.endswith(".png")]
-    assert len(plots) == 1 and Path(plots[0]).name.startswith("tradeoff_"), plots
+    assert len(plots) == 1 and Path(plots[0]).name == "tradeoff.png", plots
     expected = {c.info.run_name: c for c in children}  # run name = trial key
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,7 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(ml
             img.wait_for()
             page.wait_for_function("(e) => e.complete && e.naturalWidth > 0", arg=img.element_handle())
             width, height = img.evaluate("(e) => [e.naturalWidth, e.naturalHeight]")
-            assert (width, height) == (640, 480)  # plot_tradeoff: 6.4 x 4.8 in at 100 dpi
+            assert (width, height) == (640, 480)  # grid_tradeoff: 6.4 x 4.8 in at 100 dpi
             _close_assistant(page)
             page.screenshot(path=str(plot_png), full_page=True)
         finally:

@@ -1,4 +1,5 @@
-"""The smoke sweep submitted with ``ray job submit`` to the real head, read back from the real MLflow server."""
+"""The smoke sweep submitted with ``ray job submit`` to the real head, read back from the real MLflow server,
+then its best SAE used by the CLI as it is (``popsteer steer``, ``report --tiny``, ``status``)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path):
     cmd = [ray_cli, "job", "submit", "--address", dashboard, "--working-dir", ".",
            "--runtime-env", "cluster/runtime_env.yaml", "--",
            "python", "-m", "popsteer.sweep", "sweeps/smoke.yaml",
-           "--set", f"storage={tmp_path / 'sweeps'}", "--set", f"mlflow.experiment={experiment}",
-           "--set", f"mlflow.tracking_uri={uri}"]
+           "--set", f"storage={tmp_path / 'sweeps'}", "--set", f"data_dir={tmp_path / 'datasets'}",
+           "--set", f"mlflow.experiment={experiment}", "--set", f"mlflow.tracking_uri={uri}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-2000:])
     assert "succeeded" in (proc.stdout + proc.stderr)
@@ -45,7 +46,7 @@ def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path):
     assert best in keys and parent.data.metrics["trials"] == 4 and parent.data.metrics["trials_errored"] == 0
 
     steering = {a.path for a in client.list_artifacts(parent.info.run_id, "steering")}
-    assert {"steering/steering_grid.csv", f"steering/tradeoff_{best}.png", "steering/steering_picks.json"} <= steering
+    assert {"steering/steering_grid.csv", "steering/tradeoff.png", "steering/steering_pick.json"} <= steering
     analysis = {a.path for a in client.list_artifacts(parent.info.run_id, f"analysis/{best}")}
     assert f"analysis/{best}/cohens_d.csv" in analysis
     best_child = next(c for c in children if c.data.tags["popsteer.trial_key"] == best)
@@ -56,8 +57,35 @@ def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path):
     grid = pd.read_csv(local / "steering_grid.csv")
     assert set(grid["split"]) == {"valid", "test"} and not grid.duplicated(["split", "num_neurons", "alpha"]).any()
     assert {"ndcg@10", "precision@10", "lt_coverage@10", "gini@10", "arp@10", "ndcg_tail@10"} <= set(grid.columns)
-    assert (local / f"tradeoff_{best}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    picks = json.loads((local / "steering_picks.json").read_text())
-    assert set(picks) == {best} and "sasrec" in picks[best]["valid_baselines"]
-    if picks[best]["pick"] is not None:  # a point within 5% NDCG of SASRec: its test row is the headline
-        assert parent.data.metrics["pick_test_ndcg_at_10"] == pytest.approx(picks[best]["test"]["ndcg@10"])
+    assert (local / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pick = json.loads((local / "steering_pick.json").read_text())
+    assert "sasrec" in pick["valid_baselines"] and "sae" in pick["test_baselines"]
+    if pick["pick"] is not None:  # a point within 5% NDCG of SASRec: its test row is the headline
+        assert parent.data.metrics["pick_test_ndcg_at_10"] == pytest.approx(pick["test"]["ndcg@10"])
+    _cli_on_the_sweeps_output(tmp_path, best, grid)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "popsteer", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _cli_on_the_sweeps_output(tmp_path: Path, best: str, grid: pd.DataFrame) -> None:
+    """The sweep's SAE, analysis and grid are the CLI's files: steer, report and status read them as they are."""
+    (sae,) = (tmp_path / "sweeps" / "smoke" / "saes").glob(f"SASRec_SAE-smoke-{best}-ml-100k.safetensors")
+    data, out = tmp_path / "datasets", tmp_path / "cli"
+    assert (data / "ml-100k" / "analysis" / sae.stem / "analysis.json").exists()
+    steered = json.loads(_cli("steer", "-p", str(sae), "--num_neurons", "64", "--alpha", "2.5", "--split", "valid",
+                              "--data-dir", str(data), "--out-dir", str(out)).stdout)
+    row = grid[(grid["split"] == "valid") & (grid["num_neurons"] == 64) & (grid["alpha"] == 2.5)].iloc[0]
+    assert steered["popsteer"]["ndcg@10"] == pytest.approx(row["ndcg@10"], abs=1e-12)  # the sweep's own grid row
+    assert steered["popsteer"]["gini@10"] == pytest.approx(row["gini@10"], abs=1e-12)
+    report = tmp_path / "docs" / "RESULTS.md"
+    proc = _cli("report", "-p", str(sae), "--tiny", "--out", str(report), "--data-dir", str(data), "--out-dir", str(out))
+    assert "steering grid reused" not in proc.stderr  # the tiny grid differs from the sweep's: computed anew
+    text = report.read_text()
+    assert text.startswith("# PopSteer results") and "## ml-100k, SASRec trained by PopSteer" in text
+    status = _cli("status", "--data-dir", str(data), "--out-dir", str(tmp_path / "sweeps" / "smoke" / "saes")).stdout
+    assert sae.name in status and f"analysis/{sae.stem}/analysis.json" in status

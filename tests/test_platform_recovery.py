@@ -22,7 +22,7 @@ KEYS = {f"k{k}-s{s}-r0" for k in (4, 8) for s in (2, 4)}
 def _spec(tmp_path: Path, base: Path, encoded_root: Path, experiment: str, epochs: int) -> Path:
     return write_sweep(
         tmp_path / "sweep.yaml", name="recovery", dataset="ml-100k", base_checkpoint=str(base),
-        storage=str(tmp_path / "sweeps"),
+        storage=str(tmp_path / "sweeps"), data_dir=str(tmp_path / "datasets"),
         search={"k": [4, 8], "scale": [2, 4], "sae": {"max_epochs": epochs, "min_epochs": epochs, "patience": 50}},
         resources={"cpu": 1}, max_failures=2, mlflow={"experiment": experiment},
         encode={"dir": str(encoded_root)}, stages={"trials": "none"})

@@ -49,7 +49,7 @@ def _sweep(root: Path, filename: str = "sweep.yaml", **values) -> Path:
 
 def _refused(path: Path, key: str, shown: str, overrides: list[str] | None = None) -> str:
     from popsteer.errors import PopSteerError
-    from popsteer.platform.spec import load_spec
+    from popsteer.platform.sweep_file import load_spec
 
     with pytest.raises(PopSteerError) as info:
         load_spec(path, overrides)
@@ -90,7 +90,7 @@ def _free_port() -> int:
 
 
 def test_sweep_paths_inside_the_project_are_accepted(project):
-    from popsteer.platform.spec import load_spec
+    from popsteer.platform.sweep_file import load_spec
 
     spec = load_spec(_sweep(project, train_recommender=None, base_checkpoint="saved/base.safetensors",
                             encode={"dir": "saved/encoded"}, mlflow={"tracking_uri": "sqlite:///saved/m.db"}))
@@ -118,7 +118,7 @@ def test_symlink_out_of_the_project_is_refused(project, tmp_path):
 
 
 def test_operator_roots_and_set_overrides_are_trusted(project, tmp_path, monkeypatch):
-    from popsteer.platform.spec import load_spec
+    from popsteer.platform.sweep_file import load_spec
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -153,7 +153,7 @@ def test_checkpoint_header_naming_an_outside_base_is_refused(project, capsys):
 
 def test_no_credentials_in_logged_params_or_tags(project, tmp_path):
     """A sweep's params with secrets, logged to a real SQLite MLflow store: no secret is stored."""
-    from popsteer.platform.spec import load_spec
+    from popsteer.platform.sweep_file import load_spec
     from popsteer.platform.tracking import Tracker
 
     spec = load_spec(_sweep(project, mlflow={"tracking_uri": "http://alice:hunter2@mlflow.example:5000"}))

@@ -13,7 +13,7 @@ import sys
 
 from popsteer.app.cli import _Parser
 from popsteer.errors import PopSteerError
-from popsteer.platform.spec import load_spec
+from popsteer.platform.sweep_file import load_spec
 from popsteer.platform.sweep import STAGES, SweepInterrupted, _json_default, run_sweep
 from popsteer.util.logs import setup_logging
 

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from popsteer.util.atomic import atomic_path
+from popsteer.util.atomic import atomic_path, made_folder
 from popsteer.data import DATASETS, EMBEDDED, find_inter_file
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import progress
@@ -58,23 +58,13 @@ def fetch_dataset(name: str, data_dir: Path, url: str | None = None) -> Path:
 
 def fetch_ml1m(data_dir: Path, url: str = ML1M_URL) -> Path:
     """Download the GroupLens ML-1M zip and write ``ml-1m.inter`` and ``ml-1m.item``."""
-    folder = Path(data_dir) / "ml-1m"
-    created = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
-    folder.mkdir(parents=True, exist_ok=True)
-    inter_path, item_path = folder / "ml-1m.inter", folder / "ml-1m.item"
-    try:
-        with _temp_file(folder, ".zip") as zip_path:
-            download(url, zip_path)
-            with _open_zip(zip_path, url) as zf:
-                with atomic_path(inter_path) as inter_tmp, atomic_path(item_path) as item_tmp:
-                    n_ratings = _convert(zf, ML1M_MEMBERS["ratings"], inter_tmp, INTER_HEADER, "utf-8", _rating_row)
-                    n_movies = _convert(zf, ML1M_MEMBERS["movies"], item_tmp, ITEM_HEADER, "latin-1", _movie_row)
-    except BaseException:
-        for d in created:  # folders this call made, if still empty
-            if any(d.iterdir()):
-                break
-            d.rmdir()
-        raise
+    inter_path, item_path = Path(data_dir) / "ml-1m" / "ml-1m.inter", Path(data_dir) / "ml-1m" / "ml-1m.item"
+    with made_folder(inter_path.parent) as folder, _temp_file(folder, ".zip") as zip_path:
+        download(url, zip_path)
+        with _open_zip(zip_path, url) as zf:
+            with atomic_path(inter_path) as inter_tmp, atomic_path(item_path) as item_tmp:
+                n_ratings = _convert(zf, ML1M_MEMBERS["ratings"], inter_tmp, INTER_HEADER, "utf-8", _rating_row)
+                n_movies = _convert(zf, ML1M_MEMBERS["movies"], item_tmp, ITEM_HEADER, "latin-1", _movie_row)
     log.info("wrote %s (%d ratings) and %s (%d movies)", inter_path, n_ratings, item_path, n_movies)
     return inter_path
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from popsteer.errors import PopSteerError
-from popsteer.util.progress import progress
+from popsteer.util.progress import EpochLog, progress
 from popsteer.sae.model import SAEConfig, TopKSAE
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def train_sae(
     history: list[dict] = []
     logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, len(x_train), len(x_valid))
     bar = progress(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch")  # ETA to max_epochs (early stop may end sooner)
+    heartbeat = EpochLog(logger, "SAE", cfg.max_epochs)
     t_begin = time.perf_counter()
     for epoch in bar:
         start = time.perf_counter()
@@ -114,7 +115,8 @@ def train_sae(
         }
         history.append(record)
         bar.set_postfix(valid_fvu=f"{valid_fvu:.4f}", dead=f"{record['dead_fraction']:.3f}")
-        logger.debug("SAE epoch %d: %s", epoch, record)
+        heartbeat.epoch(epoch, train_loss=train_loss, valid_fvu=valid_fvu, valid_loss=valid_loss,
+                        dead=record["dead_fraction"])
         if on_epoch is not None:
             on_epoch(epoch, record)
         if -valid_loss > best_score:

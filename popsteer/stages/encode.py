@@ -28,6 +28,7 @@ from popsteer.stages.config import EncodeConfig
 from popsteer.stages.encoded import FORMAT, Encodings, Part, fixed_list, fixed_list_to_numpy
 from popsteer.steering.analysis import profile_lengths, synthetic_profiles
 from popsteer.util import checkpoint, memory
+from popsteer.util.atomic import disk_full_error, made_folder
 from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)
@@ -197,10 +198,22 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
     rows = sum(e["rows"] for _, e in todo.values())
     memory.check_fits(f"encoding {rows:,} rows of d={d}",
                       memory.encoding_bytes(rows, d, sum(len(i[0]) for i, _ in todo.values()), data.max_len))
-    staging = store.folder / f".staging-{uuid.uuid4().hex[:12]}"
-    staging.mkdir(parents=True)
     log.info("encoding %s with %s (%s rows) into %s", ", ".join(p.name for p in todo),
              checkpoint_path.name, f"{rows:,}", store.folder)
+    try:
+        with made_folder(store.folder / f".staging-{uuid.uuid4().hex[:12]}") as staging:
+            _encode_parts(checkpoint_path, todo, staging, store, cfg, executor)
+    except OSError as exc:
+        full = disk_full_error(store.folder, exc)
+        if full is None:
+            raise
+        raise full from None
+    return store
+
+
+def _encode_parts(checkpoint_path: Path, todo: dict, staging: Path, store: Encodings, cfg: EncodeConfig,
+                  executor: Encoder | None) -> None:
+    """Run the executor on the parts' blocks in ``staging``, then publish each part (staging removed after)."""
     try:
         blocks = input_blocks({p.name: inputs for p, (inputs, _) in todo.items()}, cfg.block_rows)
         train_mode_parts = tuple(p.name for p in todo if p.train_mode)
@@ -212,7 +225,6 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
             store.publish(folder, part, {**expected, "checkpoint": str(checkpoint_path), "created": created})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return store
 
 
 def training_parts(cfg: EncodeConfig, max_len: int) -> list[Part]:

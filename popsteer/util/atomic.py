@@ -17,13 +17,13 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 def os_errno(exc: BaseException) -> int | None:
     """The errno of an OSError, or of a Rust I/O error (safetensors) that says ``(os error N)``."""
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
-    found = re.search(r"\(os error (\d+)\)", str(exc))
-    return int(found.group(1)) if found else None
+    found = re.search(r"\(os error (\d+)\)|\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    return int(found.group(1) or found.group(2)) if found else None
 
 
-def _disk_full(path: Path, exc: BaseException) -> PopSteerError | None:
+def disk_full_error(path: str | os.PathLike, exc: BaseException) -> PopSteerError | None:
     """A one-line error for a write that ran out of space (ENOSPC, EFBIG, EDQUOT), else None."""
     code = os_errno(exc)
     if code not in DISK_FULL:
@@ -45,7 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        full = _disk_full(path, exc)
+        full = disk_full_error(path, exc)
         if full is not None:
             raise full from exc
         raise
@@ -61,9 +61,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        full = _disk_full(path, exc)
+        full = disk_full_error(path, exc)
         if full is not None:
             raise full from exc
+        raise
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create ``folder`` (and missing parents); if the block fails, remove the ones made here that are still empty."""
+    folder = Path(folder)
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for d in made:
+            if not d.exists():  # removed by the block itself
+                continue
+            if any(d.iterdir()):
+                break
+            d.rmdir()
         raise
 
 

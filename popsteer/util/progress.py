@@ -42,3 +42,26 @@ def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | N
 def batches(n: int, batch_size: int, desc: str, unit: str = "batch", **kwargs) -> Iterable[int]:
     """``range(0, n, batch_size)`` with a bar (one step per batch)."""
     return progress(range(0, n, batch_size), desc=desc, unit=unit, leave=False, **kwargs)
+
+
+class EpochLog:
+    """One INFO line per epoch at most every ``every_s`` seconds (and the first and last epochs), with the
+    epoch, the given values and the ETA to ``total`` epochs: progress a log file shows without a terminal."""
+
+    def __init__(self, logger, what: str, total: int, every_s: float = 30.0) -> None:
+        import time
+
+        self.logger, self.what, self.total, self.every_s = logger, what, total, every_s
+        self._clock = time.perf_counter
+        self.start = self._last = self._clock()
+        self._logged = False
+
+    def epoch(self, epoch: int, **values: float) -> None:
+        now = self._clock()
+        if self._logged and now - self._last < self.every_s and epoch < self.total:
+            return
+        self._last, self._logged = now, True
+        eta = (now - self.start) / max(epoch, 1) * (self.total - epoch)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        self.logger.info("%s epoch %d/%d: %s (%.0f s so far, at most %.0f s to go)", self.what, epoch, self.total,
+                         shown, now - self.start, eta)

@@ -1,0 +1,88 @@
+"""Reading a sweep file: YAML, ``--set`` overrides, validation against ``popsteer.platform.spec``,
+paths checked against the allowed roots and made absolute (see that module's docstring)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from popsteer.errors import PopSteerError
+from popsteer.platform.spec import SweepSpec
+from popsteer.util.configs import validate
+from popsteer.util.safepaths import base_roots, check_inside, uri_path
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to the raw mapping, in place."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise PopSteerError(f"--set expects KEY=VALUE, got {assignment!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PopSteerError(f"--set {key}: cannot parse {text!r} ({exc})") from None
+    node = raw
+    for part in key.split(".")[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[key.split(".")[-1]] = value
+
+
+def resolve_path(path: str | None, root: Path) -> str | None:
+    if path is None or "://" in path:
+        return path
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and validate a sweep file; relative paths become absolute (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PopSteerError(f"sweep file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PopSteerError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PopSteerError(f"{path}: the top level must be a mapping")
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    spec = validate(SweepSpec, raw, str(path))
+    check_paths(spec, {a.partition("=")[0] for a in overrides or []}, str(path))
+    root = Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())
+    spec.data_dir = resolve_path(spec.data_dir, root)
+    spec.storage = resolve_path(spec.storage, root)
+    spec.base_checkpoint = resolve_path(spec.base_checkpoint, root)
+    spec.encode.dir = resolve_path(spec.encode.dir, root)
+    return spec
+
+
+def check_paths(spec: SweepSpec, trusted: set[str], source: str) -> None:
+    """Refuse a path of the sweep file outside the allowed roots (``popsteer.util.safepaths``).
+
+    ``data_dir`` and ``storage`` must lie in the project, the repository or
+    ``$POPSTEER_ALLOWED_ROOTS``; the other paths may also lie in those two folders. Keys set
+    with ``--set`` (listed in ``trusted``, or a parent of them) are the operator's and not checked.
+    """
+    def given(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in trusted for i in range(1, len(parts) + 1))
+
+    def check(key: str, value: str | None, roots: list) -> None:
+        local = None if value is None else (uri_path(value) if "://" in value or value.startswith("file:") else value)
+        if local and not given(key):
+            check_inside(key, local, roots, source)
+
+    roots = base_roots()
+    check("data_dir", spec.data_dir, roots)
+    check("storage", spec.storage, roots)
+    roots += [p for p in (spec.data_dir, spec.storage) if p and "://" not in p]
+    check("base_checkpoint", spec.base_checkpoint, roots)
+    check("encode.dir", spec.encode.dir, roots)
+    check("mlflow.tracking_uri", spec.mlflow.tracking_uri, roots)
+    if "://" not in spec.data_dir:
+        check_inside("dataset", Path(spec.data_dir) / spec.dataset, [spec.data_dir], source)
