@@ -187,3 +187,47 @@ def test_not_a_recbole_checkpoint(tmp_path):
         import_recbole_checkpoint(pth, "ml-1m", tmp_path, tmp_path / "o.safetensors", trust_pickle=True)
     with pytest.raises(PopSteerError, match="not found"):
         import_recbole_checkpoint(tmp_path / "absent.pth", "ml-1m", tmp_path, None, trust_pickle=True)
+
+
+def test_import_writes_to_out_dir(tmp_path):
+    """``import-checkpoint --out-dir DIR`` writes there (not ./saved), and the imported model scores
+    exactly as the RecBole-style checkpoint it came from (ids mapped by first appearance)."""
+    import subprocess
+    import sys
+
+    from popsteer.data import find_inter_file, load_dataset
+    from popsteer.models.config import SASRecConfig
+    from popsteer.models.encode import evaluate_model
+    from popsteer.models.io import load_recommender
+    from popsteer.models.item_ids import tokens_from_inter
+    from popsteer.models.recbole_adapter import build_sasrec
+
+    hp = SASRecConfig.small()
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "ml-100k.inter").symlink_to(find_inter_file("ml-100k", None))
+    theirs = build_sasrec(len(tokens_from_inter(ref / "ml-100k.inter")), hp)  # their ids: the raw file's order
+    config = {"model": "SASRec", "dataset": "ml-100k", "MAX_ITEM_LIST_LENGTH": hp.max_len, "n_layers": hp.n_layers,
+              "n_heads": hp.n_heads, "hidden_size": hp.hidden_size, "inner_size": hp.inner_size,
+              "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+              "initializer_range": 0.02, "loss_type": "CE"}
+    pth = tmp_path / "SASRec-theirs.pth"
+    torch.save({"state_dict": theirs.state_dict(), "config": config, "epoch": 3}, pth)
+    work, out_dir = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "popsteer", "import-checkpoint", str(pth), "--dataset", "ml-100k",
+                           "--trust-pickle", "--reference-dir", str(ref), "--out-dir", str(out_dir),
+                           "--data-dir", str(tmp_path / "data")], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (written,) = out_dir.glob("*.safetensors")
+    assert written.name == "SASRec-imported-SASRec-theirs-ml-100k.safetensors" and not (work / "saved").exists()
+    data = load_dataset("ml-100k", None, max_len=hp.max_len)
+    model, meta = load_recommender(written, data)
+    assert meta["id_mapping"]["unmatched_ours"] == 0 and meta["imported_from"]["epoch"] == 3
+    ours = build_sasrec(data.n_items, hp)  # their weights with the rows in our id order, built by hand
+    state = dict(theirs.state_dict())
+    their_id = {tok: i for i, tok in enumerate(tokens_from_inter(ref / "ml-100k.inter")) if tok is not None}
+    state["item_embedding.weight"] = torch.stack(
+        [state["item_embedding.weight"][0]] + [state["item_embedding.weight"][their_id[t]] for t in data.item_tokens[1:]])
+    ours.load_state_dict(state)
+    assert evaluate_model(model, data, "valid") == evaluate_model(ours.eval(), data, "valid")

@@ -142,3 +142,22 @@ def test_nan_checkpoint_refused(workdir, sae_ckpt, analysis):
     save_file(tensors, str(bad), metadata=meta)
     proc = run_cli(["--test_popsteer", "-p", str(bad), "--num_neurons", "8", "--alpha", "1"], workdir)
     assert proc.returncode == 2 and "NaN" in error_lines(proc)[0]
+
+
+def test_evaluate_command_scores_a_recommender_and_an_sae(workdir, sasrec_ckpt, sae_ckpt, analysis):
+    """``popsteer evaluate``: a recommender's metrics are those recorded at training; an SAE's
+    reconstruction row is the one ``steer`` reports beside it."""
+    from popsteer.util import checkpoint
+
+    proc = run_cli(["evaluate", "-p", str(sasrec_ckpt), "--split", "valid"], workdir, seed=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["kind"] == "sasrec" and out["users"] == 943
+    assert out["sasrec"] == pytest.approx(checkpoint.read_meta(sasrec_ckpt)["metrics"]["valid"], nan_ok=True)
+    proc = run_cli(["evaluate", "-p", str(sae_ckpt)], workdir, seed=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    steered = json.loads(run_cli(["--test_popsteer", "-p", str(sae_ckpt), "--num_neurons", "8", "--alpha", "1"],
+                                 workdir).stdout)
+    assert out["split"] == "test" and out["sae"] == steered["sae"] and out["sasrec"] == steered["sasrec"]
+    assert 0 <= out["reconstruction"]["fvu"] < 1 and out["reconstruction"]["cosine"] > 0.5

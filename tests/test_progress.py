@@ -79,3 +79,19 @@ def test_cli_step_progress_on_stderr(sasrec_ckpt, tmp_path, monkeypatch, capsys)
     sae_bars = [m for m in ETA_BAR.finditer(err) if m.group(3) in ("epoch/s", "s/epoch")]
     assert sae_bars and sae_bars[-1].group(1) == "2", err[-3000:]
     assert not ETA_BAR.search(out) and json.loads(out)["epochs"] == 2  # the JSON result stays clean
+
+
+def test_sae_training_logs_epochs_without_a_terminal(monkeypatch, caplog):
+    """With no terminal (no bar), a log line per epoch at most every 30 s, the first and last always,
+    each with the epoch, the losses and the time still to go."""
+    clock = iter(range(0, 10_000, 7))  # every epoch takes 7 s of this fake clock
+    monkeypatch.setattr(progress, "_clock", lambda: float(next(clock)))
+    monkeypatch.setenv(progress.ENV, "0")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    with caplog.at_level("INFO", logger="popsteer.sae.train"):
+        train_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=12, min_epochs=12, batch_size=64))
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage() and "/12" in r.getMessage()]
+    epochs = [int(re.search(r"epoch (\d+)/12", line).group(1)) for line in lines]
+    assert epochs[0] == 1 and epochs[-1] == 12 and 3 <= len(epochs) < 12, lines  # throttled, not silent
+    assert all("valid_fvu" in line and "train_loss" in line and "to go" in line for line in lines), lines

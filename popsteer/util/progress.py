@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Iterable, TypeVar
 
 from tqdm import tqdm
 
 ENV = "POPSTEER_PROGRESS"
+_clock = time.perf_counter  # EpochLog's clock (a test replaces it)
 T = TypeVar("T")
 
 
@@ -49,15 +51,12 @@ class EpochLog:
     epoch, the given values and the ETA to ``total`` epochs: progress a log file shows without a terminal."""
 
     def __init__(self, logger, what: str, total: int, every_s: float = 30.0) -> None:
-        import time
-
         self.logger, self.what, self.total, self.every_s = logger, what, total, every_s
-        self._clock = time.perf_counter
-        self.start = self._last = self._clock()
+        self.start = self._last = _clock()
         self._logged = False
 
     def epoch(self, epoch: int, **values: float) -> None:
-        now = self._clock()
+        now = _clock()
         if self._logged and now - self._last < self.every_s and epoch < self.total:
             return
         self._last, self._logged = now, True
