@@ -1,6 +1,6 @@
 """SASRec training steps on large catalogs: peak memory and step time, fused vs unfused loss.
 
-RecBole's SASRec (METHOD.md section 1, d = 64) over a synthetic catalog of N items, windows of 50
+RecBole's SASRec (docs/METHOD.md §1, d = 64) over a synthetic catalog of N items, windows of 50
 random item ids (Zipf-like popularity), 2,048 targets per step, Adam, fp32. ``unfused``: the full
 (targets, N) logits, then ``F.cross_entropy`` (what the trainer did before); ``fused``: the trainer's
 ``allpos_loss`` (``popsteer/fused_ce.py``: chunks of 2^21 logits, gradient computed in the forward).

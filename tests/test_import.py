@@ -105,7 +105,7 @@ def test_import_ml1m(data_dir, tmp_path):
 
     ndcg = valid_ndcg10(model, data)
     print(f"ml-1m imported valid NDCG@10 = {ndcg:.4f} (popularity {popularity_ndcg10(data):.4f})")
-    assert ndcg > 0.10  # METHOD.md: about 0.1124 on this split (0.1212 on the authors' own file)
+    assert ndcg > 0.10  # docs/METHOD.md: about 0.1124 on this split (0.1212 on the authors' own file)
 
 
 def test_ml1m_mapping_equals_first_appearance_in_ratings(data_dir, tmp_path):

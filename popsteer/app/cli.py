@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +18,6 @@ from popsteer.errors import PopSteerError
 from popsteer.stages import config as C
 from popsteer.util.logs import setup_logging
 
-log = logging.getLogger("popsteer")
 
 WHERE = [Flag("where.data_dir", ("--data-dir", "--data_dir")), Flag("where.out_dir", ("--out-dir", "--out_dir"))]
 P = ("-p", "--pretrained_path", "--pretrained-path")

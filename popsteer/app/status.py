@@ -12,14 +12,12 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from popsteer.util import checkpoint
 from popsteer.errors import PopSteerError
 
-log = logging.getLogger(__name__)
 
 REPORT_PATTERNS = ("analysis.json", "cohens_d.csv", "row_stats_*.csv", "neuron_top_items.csv",
                    "steer_*.csv", "steering_*.csv")

@@ -1,4 +1,4 @@
-"""Post-processing re-rankers on SASRec's scores (METHOD.md section 6), each with its grid.
+"""Post-processing re-rankers on SASRec's scores (docs/METHOD.md §6), each with its grid.
 
 ``BASELINES`` maps a name to a :class:`Baseline`; every re-ranker has the signature
 ``rerank(scores (U, n_items), ctx: RerankContext, k, **params) -> (U, k)`` item ids, and is

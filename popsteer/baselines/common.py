@@ -68,7 +68,7 @@ def finite_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 @dataclass(frozen=True)
 class Baseline:
-    """A registered re-ranker with its hyper-parameter grid (METHOD.md section 6)."""
+    """A registered re-ranker with its hyper-parameter grid (docs/METHOD.md §6)."""
 
     name: str
     """Registry key, also the CSV / CLI name."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import logging
 import os
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pandas as pd
 
 from popsteer.errors import PopSteerError
 
-log = logging.getLogger(__name__)
 
 DATASETS = ("ml-100k", "ml-1m", "lastfm")
 EMBEDDED = "ml-100k"

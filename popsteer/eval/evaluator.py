@@ -7,7 +7,6 @@ SASRec's own, the SAE reconstruction, or a steered one.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +16,6 @@ from popsteer.data import SequenceData
 from popsteer.eval.metrics import topk_metrics
 from popsteer.kernels.native import row_topk
 from popsteer.eval.popularity import PopularityGroups
-
-log = logging.getLogger(__name__)
 
 
 def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 256,

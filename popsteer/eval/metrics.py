@@ -1,4 +1,4 @@
-"""Top-k metrics with one held-out target per user (METHOD.md section 5).
+"""Top-k metrics with one held-out target per user (docs/METHOD.md §5).
 
 NDCG, Precision, Recall/Hit and MRR follow RecBole's definitions; Gini, long-tail
 coverage and ARP are computed from the top-k lists of all users.

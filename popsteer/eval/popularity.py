@@ -1,4 +1,4 @@
-"""Item popularity and head / mid / tail groups (METHOD.md section 3).
+"""Item popularity and head / mid / tail groups (docs/METHOD.md §3).
 
 Popularity is an item's count as a training target. Head ("popular"): the most popular
 items whose cumulative share of interactions is <= 20%; tail ("unpopular"): the least

@@ -17,12 +17,9 @@ Triton is optional: without it (or on a CPU-only machine) this module still impo
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
-logger = logging.getLogger(__name__)
 
 try:  # optional: the eager path in popsteer.sae.topk needs none of this
     import triton

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-log = logging.getLogger(__name__)
 
 
 class FastDropout(torch.nn.Dropout):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
@@ -11,8 +9,6 @@ from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator
 from popsteer.models.recbole_adapter import sequence_output
 from popsteer.util.progress import progress
-
-log = logging.getLogger(__name__)
 
 
 def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 256,

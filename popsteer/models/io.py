@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig, TrainConfig
 from popsteer.models.recbole_adapter import build_sasrec
 from popsteer.util import checkpoint
-
-log = logging.getLogger(__name__)
 
 
 def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp: SASRecConfig,

@@ -23,7 +23,6 @@ import torch
 
 from popsteer.models.config import SASRecConfig
 
-log = logging.getLogger(__name__)
 
 _SHIMS = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "float": float, "int": int}
 
@@ -102,7 +101,7 @@ class _CountsOnly:
 
 
 def model_config(hp: SASRecConfig, device: str = "cpu") -> dict:
-    """RecBole config keys for SASRec with CE loss (METHOD.md section 1)."""
+    """RecBole config keys for SASRec with CE loss (docs/METHOD.md §1)."""
     return {
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
         "LIST_SUFFIX": "_list", "ITEM_LIST_LENGTH_FIELD": "item_length", "NEG_PREFIX": "neg_",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 from pathlib import Path
@@ -17,8 +16,6 @@ from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig, TrainConfig
 from popsteer.models.encode import evaluate_model
 from popsteer.util.progress import progress
-
-log = logging.getLogger(__name__)
 
 
 def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,

@@ -1,8 +1,7 @@
-"""TopK sparse autoencoder on the recommender's user representation (METHOD.md section 2)."""
+"""TopK sparse autoencoder on the recommender's user representation (docs/METHOD.md §2)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +13,6 @@ from popsteer.errors import PopSteerError
 from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
 from popsteer.sae.topk import topk_relu, topk_relu_sparse
 
-logger = logging.getLogger(__name__)
 
 MIN_EPOCHS = 50
 """The reference's rule: early stopping never fires before epoch 50."""

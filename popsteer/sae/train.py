@@ -1,4 +1,4 @@
-"""Training loop and report for the TopK SAE (METHOD.md section 2).
+"""Training loop and report for the TopK SAE (docs/METHOD.md §2).
 
 Adam; ReduceLROnPlateau and early stopping both on the validation loss
 ``valid FVU + valid AuxK / 32`` (early stopping maximises its negative, never before

@@ -6,7 +6,6 @@ recommender -> SAE -> analysis -> steering at (N, alpha) on test -> the grid on 
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 from popsteer.data import load_dataset
 from popsteer.stages.analysis import analyze
@@ -15,8 +14,6 @@ from popsteer.stages.recommender import train_recommender
 from popsteer.stages.sae import train_sae
 from popsteer.stages.steer import steer, tune_steering
 from popsteer.steering.steer import check_strength
-
-log = logging.getLogger(__name__)
 
 
 def pipeline(cfg: PipelineConfig) -> dict:

@@ -9,7 +9,6 @@ candidate columns of their TopK (``popsteer.steering.candidates``), and the deco
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from popsteer.util.progress import progress
 from popsteer.steering.steer import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
 from popsteer.sae.topk import topk_relu_sparse
 
-log = logging.getLogger(__name__)
 
 DEFAULT_NS = tuple(range(512, 4097, 512))
 DEFAULT_ALPHAS = tuple(np.arange(1.0, 4.01, 0.5).round(2).tolist())
@@ -47,7 +45,7 @@ def single_threaded_torch():
 
 
 def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[GridPoint]:
-    """The METHOD.md grid, N capped at the SAE's hidden size (duplicates dropped)."""
+    """The docs/METHOD.md grid, N capped at the SAE's hidden size (duplicates dropped)."""
     capped = sorted({min(int(n), n_hidden) for n in ns})
     return [GridPoint(n, float(a)) for n in capped for a in alphas]
 

@@ -1,4 +1,4 @@
-"""Steering SAE neurons at inference (METHOD.md section 4, Eq. 3 and Eq. 4).
+"""Steering SAE neurons at inference (docs/METHOD.md §4, Eq. 3 and Eq. 4).
 
 Neurons are ranked by |d|; the top N get a weight
 ``w_j = alpha * (|d_j| - min_all |d|) / (max_topN |d| - min_all |d|)`` and the pre-activation
