@@ -41,8 +41,10 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--sasrec-epochs", type=int, default=3)
     ap.add_argument("--sae-epochs", type=int, default=5)
+    ap.add_argument("--work", default=None, help="keep both runs' outputs here (default: a new temporary folder)")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="popsteer-e2e-"))
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="popsteer-e2e-"))
+    work.mkdir(parents=True, exist_ok=True)
     data_dir = a.data_dir or str(ml1m_data_dir(work / "data"))
     env = {**os.environ, "POPSTEER_ALLOWED_ROOTS": str(work), "POPSTEER_PROGRESS": "0",
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}

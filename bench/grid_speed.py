@@ -27,7 +27,9 @@ from popsteer.steering.grid import evaluate_grid, grid_points  # noqa: E402
 from popsteer.kernels.native import row_topk  # noqa: E402
 from popsteer.models.recbole_adapter import RecBolePipeline  # noqa: E402
 from popsteer.models.encode import encode_users  # noqa: E402
-from popsteer.stages.sae_steps import load_neuron_scores, load_sae_context  # noqa: E402
+from popsteer.models.io import load_recommender  # noqa: E402
+from popsteer.stages.config import SAERef, Workspace  # noqa: E402
+from popsteer.stages.context import load_sae_context  # noqa: E402
 from popsteer.steering.steer import steering_delta  # noqa: E402
 from popsteer.sae.topk import topk_relu_sparse  # noqa: E402
 
@@ -74,9 +76,9 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=56, help="grid points timed for RecBole (extrapolation if < 56)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    args = argparse.Namespace(pretrained_path=a.pretrained_path, data_dir=a.data_dir, dataset=None)
-    sae, meta, sasrec, data = load_sae_context(args)
-    scores = load_neuron_scores(args, data.name, meta["n_latents"])
+    ctx = load_sae_context(SAERef(path=a.pretrained_path, where=Workspace(data_dir=a.data_dir)))
+    sae, meta, data, scores = ctx.sae, ctx.meta, ctx.data, ctx.scores()
+    sasrec, _ = load_recommender(ctx.base.path, data)
     points = grid_points(meta["n_latents"])
     item_emb = sasrec.item_embedding.weight.detach()
 

@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 from shared_data import ml1m_data_dir  # noqa: E402
 
-from popsteer.stages.steps import train_recommender  # noqa: E402
+from popsteer.models.config import TrainConfig  # noqa: E402
+from popsteer.stages.config import RecommenderConfig, Workspace  # noqa: E402
+from popsteer.stages.recommender import train_recommender  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +45,12 @@ def main() -> None:
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     data_dir = a.data_dir or str(ml1m_data_dir())
-    res = train_recommender(argparse.Namespace(
-        dataset="ml-1m", trainer="allpos", epochs=200, learning_rate=a.learning_rate, batch_size=a.batch_size,
-        stopping_step=a.stopping_step, seed=2020, stride=a.stride, time_budget_min=a.budget_min, small=False,
-        lr_schedule=a.lr_schedule, warmup=a.warmup, precision=a.precision, device="cpu", ema_decay=a.ema_decay,
-        windows_per_user=a.windows_per_user, eval_every=a.eval_every,
-        data_dir=data_dir, out_dir=a.out_dir, verbose=False))
+    train = TrainConfig(epochs=200, learning_rate=a.learning_rate, batch_size=a.batch_size, stopping_step=a.stopping_step,
+                        stride=a.stride, time_budget_min=a.budget_min, lr_schedule=a.lr_schedule, warmup=a.warmup,
+                        precision=a.precision, ema_decay=a.ema_decay, windows_per_user=a.windows_per_user,
+                        eval_every=a.eval_every)
+    res = train_recommender(RecommenderConfig(dataset="ml-1m", train=train,
+                                              where=Workspace(data_dir=data_dir, out_dir=a.out_dir))).summary()
     ndcg, minutes = res["best_valid"]["ndcg@10"], res["train_minutes"]
     always = ("learning_rate", "batch_size", "lr_schedule")  # the recorded commands always name these
     cmd = ".venv/bin/python bench/sasrec_ml1m.py" + "".join(

@@ -12,9 +12,10 @@ import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, finite_topk
 from popsteer.errors import PopSteerError
+from popsteer.util.configs import DEFAULT_SEED
 
 GRID = tuple({"m": m} for m in (15, 30, 50, 75, 100))
-SEED = 2020
+SEED = DEFAULT_SEED
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

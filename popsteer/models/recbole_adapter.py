@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from popsteer.models.config import SASRecConfig
+from popsteer.util.configs import DEFAULT_SEED
 
 
 _SHIMS = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "float": float, "int": int}
@@ -154,7 +155,7 @@ def recbole_config_dict(dataset: str, data_path: Path, hp: SASRecConfig, extra: 
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["NDCG", "Precision", "Recall", "Hit", "MRR", "GiniIndex", "AveragePopularity"],
         "topk": [10], "valid_metric": "NDCG@10", "train_batch_size": 4096, "eval_batch_size": 4096,
-        "learning_rate": 1e-3, "seed": 2020, "stopping_step": 10, "use_gpu": False, "device": "cpu",
+        "learning_rate": 1e-3, "seed": DEFAULT_SEED, "stopping_step": 10, "use_gpu": False, "device": "cpu",
         "show_progress": False, "save_dataset": False, "save_dataloaders": False,
         "checkpoint_dir": "saved", "log_wandb": False, "reproducibility": True, "metric_decimal_place": 12,
     })

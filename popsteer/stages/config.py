@@ -235,10 +235,10 @@ class ReportConfig:
     """Seed of the random re-ranker."""
     swap_sigma: bool = False
     """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
-    mlflow: bool = False
-    """Also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)."""
     where: Workspace = field(default_factory=Workspace)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    mlflow: bool = False
+    """Also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)."""
 
 
 @dataclass

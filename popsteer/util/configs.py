@@ -104,8 +104,3 @@ def validate(cls: type[T], values: Any, source: str, where: str = "") -> T:
         raise PopSteerError(f"{prefix}{describe(exc.errors()[0], where)}") from None
     except PopSteerError as exc:  # a range check of a __post_init__
         raise PopSteerError(f"{prefix}{exc}") from None
-
-
-def to_dict(cfg: Any) -> dict:
-    """A config as plain JSON-able values (nested dataclasses as mappings, tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
