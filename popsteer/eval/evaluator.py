@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from popsteer.data import SequenceData
 from popsteer.eval.metrics import topk_metrics
-from popsteer.kernels.native import row_topk
 from popsteer.eval.popularity import PopularityGroups
+from popsteer.kernels.native import row_topk
+
+if TYPE_CHECKING:  # not at run time: scoring processes (evaluator actors) need no pandas
+    from popsteer.data import SequenceData
 
 
 def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 256,

@@ -47,7 +47,16 @@ class GridEvaluator:
     """Actor: scores shards of users at every grid point; caches the SAEs it is asked about."""
 
     def __init__(self) -> None:
+        """Imports and a tiny scoring pass run here, while the driver is still preparing the grid
+        (actors start asynchronously): the first shard then pays only for its SAE."""
+        import torch
+
+        from popsteer.eval.evaluator import rank_topk
+        from popsteer.sae.io import load_sae  # noqa: F401  (imported now, used by score)
+        from popsteer.steering.grid import score_users  # noqa: F401
+
         self._saes: dict[str, object] = {}
+        rank_topk(torch.zeros((2, 4)), torch.randn(16, 4), 2)  # loads the native top-k kernel
 
     def pid(self) -> int:
         return os.getpid()
