@@ -61,7 +61,7 @@ def main() -> None:
           f"{single:.0f} s, local Ray {ray:.0f} s, ratio {single / ray:.2f}")
     cmd = f".venv/bin/python bench/e2e_ml1m.py --sasrec-epochs {a.sasrec_epochs} --sae-epochs {a.sae_epochs}"
     record("e2e_ml1m_single_over_ray", round(single / ray, 2), "x (single-process time / local-Ray time)",
-           "report", None, cmd,
+           ">= 0.87 (local Ray at most 1.15x)", single / ray >= 0.87, cmd,
            f"single process (popsteer pipeline) {single:.0f} s vs local Ray (sweeps/steer_grid.yaml, 2 evaluator "
            f"actors) {ray:.0f} s; {a.sasrec_epochs} SASRec + {a.sae_epochs} SAE epochs, analysis, 56-point grid")
 
