@@ -13,6 +13,7 @@ import pytest
 # Before any test imports ray (Ray reads it at import): every Ray address of this process on 127.0.0.1,
 # where the head of tests/services.py listens (.ci/run used to export it)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the test cluster's processes (tests/services.py)
 
 SHARED = Path(os.environ.get("POPSTEER_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,13 +87,21 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def http_ok(url: str) -> bool:
-    """Whether a GET of url answers 200."""
+def http_ok(url: str, also: tuple[int, ...] = ()) -> bool:
+    """Whether a GET of url answers 200 (or one of the ``also`` statuses)."""
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
             return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code in also
     except OSError:
         return False
+
+
+def dashboard_up() -> bool:
+    """Whether the Ray dashboard answers: 200, or 401 where Ray's token authentication is on (Ray 2.60
+    turns it on once a token exists in ~/.ray/auth_token; its own clients send the token)."""
+    return http_ok(f"{DASHBOARD}/api/version", also=(401,))
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -156,8 +165,15 @@ def _env(**extra: str) -> dict:
     return env
 
 
+AUTH_MODE = "disabled"
+"""Ray's token authentication for the loopback test cluster. Ray 2.60 turns it on for a head once
+``~/.ray/auth_token`` exists (a local ``ray.init()`` writes one) while clients left at the default
+send no token: one explicit mode for the head, the node and the tests (conftest) keeps them agreeing."""
+
+
 def _ray_env() -> dict:
-    return _env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # every Ray address on 127.0.0.1
+    # every Ray address on 127.0.0.1; the same token-auth mode as the tests' clients
+    return _env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", AUTH_MODE))
 
 
 def _ray_cli() -> str:
@@ -218,7 +234,7 @@ def start_head(port: int, folder: Path) -> None:
     log = folder / "ray-head.log"
     _run_logged([_ray_cli(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
                  "--disable-usage-stats"], log, 180, _ray_env())
-    _wait_until(lambda: http_ok(f"{DASHBOARD}/api/version"), 120, f"the Ray dashboard at {DASHBOARD}", log=log)
+    _wait_until(dashboard_up, 120, f"the Ray dashboard at {DASHBOARD}", log=log)
 
 
 def start_worker_node(address: str, folder: Path) -> int:
@@ -308,7 +324,7 @@ class Services:
                 raise ServiceError(f"no Ray head at RAY_ADDRESS={address} (only loopback services are started here)")
             return
         if port_open(host, port):
-            _wait_until(lambda: http_ok(f"{DASHBOARD}/api/version"), 60,
+            _wait_until(dashboard_up, 60,
                         f"the running Ray head's job server at {DASHBOARD} (ray[default] and "
                         "--dashboard-host=127.0.0.1 needed)")
         else:
