@@ -313,6 +313,23 @@ CASES = [
     Case("fetch-url-closed-port", ("data", "fetch", "ml-1m", "--url", "http://127.0.0.1:{port}/ml-1m.zip", *D),
          ("cannot download http://127.0.0.1:{port}/ml-1m.zip", "refused")),
 
+    # ---- data import (popsteer data import --format seq|csv|inter)
+    Case("seq-non-numeric-id", ("data", "import", "{w}/s.txt", "--name", "x", *D), ("{w}/s.txt:2", "non-numeric id 'b7'"),
+         write("s.txt", "1 2 3 4\n2 5 b7 8\n")),
+    Case("seq-empty-line-mid-file", ("data", "import", "{w}/s.txt", "--name", "x", *D), ("{w}/s.txt:2", "empty line"),
+         write("s.txt", "1 2 3 4\n\n2 5 6 7\n")),
+    Case("seq-user-without-items", ("data", "import", "{w}/s.txt", "--name", "x", *D), ("{w}/s.txt:2", "user 2 has no items"),
+         write("s.txt", "1 2 3 4\n2\n3 4 5\n")),
+    Case("seq-duplicate-user", ("data", "import", "{w}/s.txt", "--name", "x", *D),
+         ("{w}/s.txt:3", "user 1 already has a line (1)"), write("s.txt", "1 2 3 4\n2 5 6\n1 7 8\n")),
+    Case("seq-truncated-gzip", ("data", "import", "{w}/s.txt.gz", "--name", "x", *D), ("cannot read {w}/s.txt.gz",),
+         write("s.txt.gz", gzip.compress("".join(f"{u} 1 2 3 4 5\n" for u in range(2000)).encode(), mtime=0)[:900])),
+    Case("import-file-missing", ("data", "import", "{w}/nope.txt", "--name", "x", *D), ("{w}/nope.txt", "not found")),
+    Case("import-csv-missing-column", ("data", "import", "--format", "csv", "{w}/r.csv", "--name", "x", "--user-col", "uid", *D),
+         ("cannot read {w}/r.csv", "uid"), write("r.csv", "userId,item_id,timestamp\n1,2,3\n")),
+    Case("import-bad-name", ("data", "import", "{w}/s.txt", "--name", "../up", *D), ("--name", "'../up'"),
+         write("s.txt", "1 2 3 4\n")),
+
     # ---- the seed's run.py flags
     Case("seed-two-modes", ("--train_recommender", "--test_popsteer"), ("exactly one of",), entry="seed"),
     Case("seed-sasrec-to-test-popsteer", ("--test_popsteer", "-p", "{sasrec}", *STEER, *A),

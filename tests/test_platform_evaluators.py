@@ -27,7 +27,9 @@ def steering_setup(ml100k_small, small_sasrec, tmp_path_factory):
     from popsteer.stages.sae import train_sae
 
     folder = tmp_path_factory.mktemp("evaluators")
-    where = Workspace(data_dir=str(folder / "datasets"), out_dir=str(folder / "saved"))
+    # the base checkpoint's folder allowed explicitly: Ray workers do not see this process' POPSTEER_ALLOWED_ROOTS
+    where = Workspace(data_dir=str(folder / "datasets"), out_dir=str(folder / "saved"),
+                      allowed_roots=[str(small_sasrec[1].parent)])
     sae = train_sae(SAEStageConfig(base=str(small_sasrec[1]), sae=SAEConfig(k=8, scale=4, max_epochs=3, min_epochs=1),
                                    where=where), data=ml100k_small)
     ref = SAERef(path=sae.checkpoint, where=where)
@@ -74,7 +76,8 @@ def test_killed_evaluator_loses_and_duplicates_no_shard(ray_session, steering_se
     from popsteer.stages.grid import steering_grid
 
     ref, _ = steering_setup
-    cfg = _grid(ref, (16, 64, 128), (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0))
+    # 120 points: shards long enough that the killed actor still has queued shards when it dies
+    cfg = _grid(ref, (8, 16, 32, 64, 128), [0.25 * i for i in range(1, 25)])
     want = steering_grid(cfg, write=False, data=ml100k_small)
     pool = EvaluatorPool(2, num_cpus=0.5, shards_per_evaluator=4)
     first_pids = set(pool.pids())

@@ -27,6 +27,8 @@ TRAIN = [Flag(f"train.{name}") for name in ("trainer", "epochs", "learning_rate"
                                             "stride", "time_budget_min", "lr_schedule", "warmup", "precision", "device",
                                             "ema_decay", "windows_per_user", "eval_every")]
 SAE = [Flag("sae.k", ("--top_k", "--top-k")), Flag("sae.scale")]
+DATA = [Flag(f"data.{name}") for name in ("user_field", "item_field", "time_field", "k_user", "k_item", "rating_field",
+                                          "min_rating")]
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train-recommender": Command(C.RecommenderConfig, [Flag("dataset"), Flag("small"), *TRAIN, *WHERE],
+    "train-recommender": Command(C.RecommenderConfig, [Flag("dataset"), Flag("small"), *TRAIN, *DATA, *WHERE],
                                  commands.train_recommender, "train SASRec on a dataset and save a checkpoint"),
     "train-sae": Command(C.SAEStageConfig, [
         Flag("base", P), *SAE, Flag("sae.max_epochs", ("--epochs",)), Flag("sae.min_epochs", ("--min-epochs", "--min_epochs")),
@@ -64,7 +66,7 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(C.PipelineConfig, [
         Flag("recommender.dataset"), Flag("recommender.train.epochs", help="SASRec epochs (early stopping on valid NDCG@10)."),
         Flag("recommender.train.time_budget_min", help="Stop SASRec training after this many minutes."),
-        Flag("recommender.small"), *SAE, Flag("sae.max_epochs", ("--sae-epochs",), help="SAE epochs at most."),
+        Flag("recommender.small"), *(Flag("recommender." + f.path, f.names) for f in DATA), *SAE, Flag("sae.max_epochs", ("--sae-epochs",), help="SAE epochs at most."),
         Flag("sae.time_budget_min", ("--sae-time-budget-min",), help="Stop SAE training after this many minutes."),
         Flag("num_neurons", ("--num_neurons", "--num-neurons")), Flag("alpha"), Flag("seed"),
         *(Flag("recommender." + f.path, f.names) for f in WHERE)],

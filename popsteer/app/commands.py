@@ -89,6 +89,16 @@ def add_plain_commands(sub, where_flags, parser_class) -> None:
     f.add_argument("name", help="ml-1m")
     f.add_argument("--url", default=None, help="override the download URL")
     common(f)
+    i = dsub.add_parser("import", help="convert your own interaction file into a dataset of the data folder")
+    i.add_argument("path", help="the file: a sequence file (`user item item ...` per line), an atomic .inter, or a CSV")
+    i.add_argument("--format", dest="fmt", choices=("seq", "inter", "csv"), default="seq",
+                   help="seq (one line per user, in time order), inter (RecBole atomic) or csv (default: seq)")
+    i.add_argument("--name", required=True, help="the dataset's name: written to <data-dir>/<name>/<name>.inter")
+    i.add_argument("--user-col", default="user_id", help="csv: the user column (default: user_id)")
+    i.add_argument("--item-col", default="item_id", help="csv: the item column (default: item_id)")
+    i.add_argument("--time-col", default="timestamp", help="csv: the time column (default: timestamp)")
+    i.add_argument("--sep", default=",", help="csv: the separator (default: ,)")
+    common(i)
     m = sub.add_parser("mlflow", help="MLflow utilities")
     msub = m.add_subparsers(dest="mlflow_cmd", required=True, parser_class=parser_class)
     y = msub.add_parser("sync", help="replay the MLflow journal a sweep wrote while its tracking server was down")
@@ -106,6 +116,11 @@ def run_plain(args: argparse.Namespace) -> dict | None:
 
         print(status_text(args.dataset, args.data_dir, args.out_dir))
         return None
+    if args.cmd == "data" and args.data_cmd == "import":
+        from popsteer.data.imports import import_dataset
+
+        return {"path": str(import_dataset(args.path, args.name, args.data_dir, args.fmt, args.user_col, args.item_col,
+                                           args.time_col, args.sep))}
     if args.cmd == "data":
         from popsteer.data.fetch import fetch_dataset
 

@@ -113,6 +113,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, flags: list[Flag]) -> 
             kwargs["type"] = _scalar(tp)[0]
         if flag.choices is not None:
             kwargs["choices"] = flag.choices
+        if tp is not bool and not flag.positional:
+            kwargs["metavar"] = f.name.upper()
         if default is MISSING:
             if not flag.positional:
                 kwargs["required"] = True

@@ -1,7 +1,8 @@
 """Data: RecBole atomic files to per-user time-ordered sequences and their leave-one-out splits."""
 
-from popsteer.data.inter import DATASETS, EMBEDDED, embedded_data_dir, find_inter_file, read_atomic_inter
+from popsteer.data.config import DataConfig
+from popsteer.data.inter import EMBEDDED, embedded_data_dir, find_inter_file, read_atomic_inter
 from popsteer.data.sequences import SequenceData, build_sequences, load_dataset
 
-__all__ = ["DATASETS", "EMBEDDED", "SequenceData", "build_sequences", "embedded_data_dir", "find_inter_file", "load_dataset",
+__all__ = ["DataConfig", "EMBEDDED", "SequenceData", "build_sequences", "embedded_data_dir", "find_inter_file", "load_dataset",
            "read_atomic_inter"]

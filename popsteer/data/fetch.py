@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from popsteer.util.atomic import atomic_path, made_folder
-from popsteer.data import DATASETS, EMBEDDED, find_inter_file
+from popsteer.data import EMBEDDED, find_inter_file
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import progress
 
@@ -52,7 +52,8 @@ def fetch_dataset(name: str, data_dir: Path, url: str | None = None) -> Path:
             "lastfm has no public download for PopSteer's exact file (HetRec-2011 tag assignments as the "
             f"authors filtered them): place the authors' lastfm.inter at {data_dir / 'lastfm' / 'lastfm.inter'}")
     if name != "ml-1m":
-        raise PopSteerError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
+        raise PopSteerError(f"unknown dataset '{name}' to fetch: only ml-1m has a public download here "
+                            "(ml-100k is embedded); bring your own with `popsteer data import`")
     return fetch_ml1m(data_dir, url or ML1M_URL)
 
 

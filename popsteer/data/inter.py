@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
 
 
-DATASETS = ("ml-100k", "ml-1m", "lastfm")
 EMBEDDED = "ml-100k"
 PAD_TOKEN = "[PAD]"
 
@@ -27,12 +27,12 @@ def embedded_data_dir() -> Path:
 
 
 def find_inter_file(dataset: str, data_dir: str | os.PathLike | None) -> Path:
-    """Locate ``<dataset>.inter`` (or ``.inter.gz``) under ``data_dir/<dataset>/``.
+    """Locate ``<dataset>.inter`` (or ``.inter.gz``) under ``data_dir/<dataset>/``: any dataset name.
 
     The embedded dataset falls back to RecBole's bundled copy when ``data_dir`` lacks it.
     """
-    if dataset not in DATASETS:
-        raise PopSteerError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+    if not dataset or "/" in dataset or dataset.startswith("."):
+        raise PopSteerError(f"dataset name must be a plain folder name, got {dataset!r}")
     roots = [Path(data_dir)] if data_dir is not None else [Path("datasets")]
     if dataset == EMBEDDED:
         roots.append(embedded_data_dir())
@@ -41,15 +41,19 @@ def find_inter_file(dataset: str, data_dir: str | os.PathLike | None) -> Path:
             path = root / dataset / f"{dataset}{suffix}"
             if path.is_file():
                 return path
-    hint = " (run `popsteer data fetch ml-1m`)" if dataset == "ml-1m" else ""
-    raise PopSteerError(f"dataset file {roots[0] / dataset / (dataset + '.inter')} not found{hint}")
+    hint = ("run `popsteer data fetch ml-1m`" if dataset == "ml-1m" else
+            "put a RecBole atomic file there, or convert yours with `popsteer data import`")
+    where = roots[0] / dataset / dataset
+    raise PopSteerError(f"unknown dataset '{dataset}': {where}.inter (or .inter.gz) not found; {hint}")
 
 
-def read_atomic_inter(path: Path) -> pd.DataFrame:
-    """Read the user, item and timestamp columns of a RecBole ``.inter`` file.
+def read_atomic_inter(path: Path, cfg: DataConfig | None = None) -> pd.DataFrame:
+    """Read the user, item and time columns of a RecBole ``.inter`` file (``cfg`` names them).
 
-    Returns a frame with string ``user`` / ``item`` tokens and float64 ``timestamp``, in file order.
+    Returns a frame with string ``user`` / ``item`` tokens and float64 ``timestamp``, in file order;
+    with ``cfg.min_rating``, only the rows rated at least that (RecBole's ``val_interval``).
     """
+    cfg = cfg or DataConfig()
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
@@ -57,11 +61,11 @@ def read_atomic_inter(path: Path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise PopSteerError(f"cannot read {path}: {exc}") from None
     names = {col.split(":")[0]: col for col in header}
-    missing = [c for c in ("user_id", "item_id", "timestamp") if c not in names]
+    missing = [c for c in cfg.columns() if c not in names]
     if missing:
         raise PopSteerError(f"{path}: header lacks column(s) {', '.join(missing)} (got {header})")
     _check_last_line(path, len(header))
-    cols = [names["user_id"], names["item_id"], names["timestamp"]]
+    cols = [names[c] for c in cfg.columns()]
     try:
         frame = pd.read_csv(
             path, sep="\t", usecols=cols, dtype={cols[0]: str, cols[1]: str},
@@ -69,7 +73,7 @@ def read_atomic_inter(path: Path) -> pd.DataFrame:
         )
     except (ValueError, OSError, EOFError, pd.errors.ParserError) as exc:
         raise PopSteerError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-    frame = frame.rename(columns={cols[0]: "user", cols[1]: "item", cols[2]: "timestamp"})
+    frame = frame.rename(columns=dict(zip(cols, ["user", "item", "timestamp", "rating"])))
     ts = pd.to_numeric(frame["timestamp"], errors="coerce")
     bad = ts.isna() & frame["timestamp"].notna()
     if bad.any():
@@ -81,6 +85,8 @@ def read_atomic_inter(path: Path) -> pd.DataFrame:
         raise PopSteerError(f"{path}: line {row} has no timestamp (truncated or malformed row)")
     frame["timestamp"] = ts.astype(np.float64)
     frame = frame.dropna(subset=["user", "item"])  # RecBole drops rows without user or item
+    if cfg.min_rating is not None:  # NaN ratings fail the test, as RecBole's interval filter drops them
+        frame = frame[pd.to_numeric(frame["rating"], errors="coerce").to_numpy() >= cfg.min_rating].drop(columns="rating")
     return frame
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from popsteer.data.config import DataConfig
 from popsteer.data.inter import PAD_TOKEN, find_inter_file, read_atomic_inter
 from popsteer.errors import PopSteerError
 
@@ -56,6 +57,8 @@ class SequenceData:
     user_tokens: np.ndarray  # (n_users,) str
     max_len: int = 50
     source: str = ""
+    config: DataConfig = field(default_factory=DataConfig)
+    """How it was read and filtered (recorded in the checkpoints trained on it)."""
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -169,11 +172,15 @@ def _gather_windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max
     return np.where(pos < lengths, items[idx], 0).astype(np.int64)
 
 
-def build_sequences(frame: pd.DataFrame, name: str, max_len: int = 50, k_core: int = 5, source: str = "") -> SequenceData:
+def build_sequences(frame: pd.DataFrame, name: str, max_len: int = 50, cfg: DataConfig | None = None,
+                    source: str = "") -> SequenceData:
     """Filter, remap and order an interaction frame (columns user, item, timestamp)."""
-    frame = kcore(frame, k_core, k_core)
+    cfg = cfg or DataConfig()
+    k_user, k_item = cfg.k_user, cfg.k_item
+    frame = kcore(frame, k_user, k_item)
     if len(frame) == 0:
-        raise PopSteerError(f"dataset '{name}' is empty after {k_core}-core filtering")
+        core = f"{k_user}-core" if k_user == k_item else f"({k_user}, {k_item})-core"
+        raise PopSteerError(f"dataset '{name}' is empty after {core} filtering")
     user_codes, user_tokens = pd.factorize(frame["user"], sort=False)
     item_codes, item_tokens = pd.factorize(frame["item"], sort=False)
     ts = frame["timestamp"].to_numpy(dtype=np.float64)
@@ -187,13 +194,16 @@ def build_sequences(frame: pd.DataFrame, name: str, max_len: int = 50, k_core: i
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
     item_tok = np.concatenate([[PAD_TOKEN], np.asarray(item_tokens, dtype=object)]).astype(str)
     return SequenceData(name=name, items=items, offsets=offsets, item_tokens=item_tok,
-                        user_tokens=np.asarray(user_tokens, dtype=object).astype(str), max_len=max_len, source=source)
+                        user_tokens=np.asarray(user_tokens, dtype=object).astype(str), max_len=max_len, source=source,
+                        config=cfg)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, max_len: int = 50, k_core: int = 5) -> SequenceData:
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, max_len: int = 50,
+                 cfg: DataConfig | None = None) -> SequenceData:
     """Load a dataset by name from ``data_dir`` (ml-100k falls back to the embedded copy)."""
+    cfg = cfg or DataConfig()
     path = find_inter_file(name, data_dir)
-    frame = read_atomic_inter(path)
-    data = build_sequences(frame, name, max_len=max_len, k_core=k_core, source=str(path))
+    frame = read_atomic_inter(path, cfg)
+    data = build_sequences(frame, name, max_len=max_len, cfg=cfg, source=str(path))
     log.info("loaded %s from %s: %d users, %d items, %d interactions", name, path, data.n_users, data.n_items - 1, len(data.items))
     return data

@@ -75,7 +75,7 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
     _check_fits_sasrec(state, data.n_items, hp, pth)
     meta = {
         "kind": "sasrec", "dataset": dataset, "n_items": data.n_items,
-        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp),
+        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp), "data": asdict(data.config),
         "train": None, "metrics": {},
         "imported_from": {
             "path": str(pth.resolve()), "sha256": checkpoint.file_sha256(pth),

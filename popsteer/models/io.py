@@ -8,23 +8,29 @@ from pathlib import Path
 
 import torch
 
-from popsteer.data import SequenceData
+from popsteer.data import DataConfig, SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig, TrainConfig
 from popsteer.models.recbole_adapter import build_sasrec
 from popsteer.util import checkpoint
+from popsteer.util.configs import validate
 
 
 def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp: SASRecConfig,
                      train: TrainConfig | None, metrics: dict | None = None, extra: dict | None = None) -> Path:
     meta = {
         "kind": "sasrec", "dataset": data.name, "n_items": data.n_items,
-        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp),
+        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp), "data": asdict(data.config),
         "train": asdict(train) if train else None, "metrics": metrics or {},
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     meta.update(extra or {})
     return checkpoint.save(path, model.state_dict(), meta)
+
+
+def data_config(meta: dict, source: str = "") -> DataConfig:
+    """How the checkpoint's dataset was read (checkpoints from before this key: RecBole's defaults)."""
+    return validate(DataConfig, meta.get("data") or {}, source, "data")
 
 
 def load_recommender(path: str | Path, data: SequenceData | None = None) -> tuple[torch.nn.Module, dict]:

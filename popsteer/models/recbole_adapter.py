@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from popsteer.data.config import DataConfig
 from popsteer.models.config import SASRecConfig
 from popsteer.util.configs import DEFAULT_SEED
 
@@ -145,12 +146,16 @@ def sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Ten
 # ---------------------------------------------------------------- RecBole's own pipeline
 
 
-def recbole_config_dict(dataset: str, data_path: Path, hp: SASRecConfig, extra: dict | None = None) -> dict:
+def recbole_config_dict(dataset: str, data_path: Path, hp: SASRecConfig, extra: dict | None = None,
+                        data_cfg: DataConfig | None = None) -> dict:
+    d = data_cfg or DataConfig()
     cfg = model_config(hp)
     cfg.update({
         "model": "SASRec", "dataset": dataset, "data_path": str(data_path),
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)",
+        "USER_ID_FIELD": d.user_field, "ITEM_ID_FIELD": d.item_field, "TIME_FIELD": d.time_field,
+        "load_col": {"inter": d.columns()},
+        "user_inter_num_interval": f"[{d.k_user},inf)", "item_inter_num_interval": f"[{d.k_item},inf)",
+        "val_interval": {d.rating_field: f"[{d.min_rating},inf)"} if d.min_rating is not None else None,
         "train_neg_sample_args": None,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["NDCG", "Precision", "Recall", "Hit", "MRR", "GiniIndex", "AveragePopularity"],
@@ -170,7 +175,8 @@ class RecBolePipeline:
     evaluator and the data layer are checked against.
     """
 
-    def __init__(self, dataset: str, inter_file: Path, hp: SASRecConfig, extra: dict | None = None) -> None:
+    def __init__(self, dataset: str, inter_file: Path, hp: SASRecConfig, extra: dict | None = None,
+                 data_cfg: DataConfig | None = None) -> None:
         with importing_recbole():
             from recbole.config import Config
             from recbole.data import create_dataset, data_preparation
@@ -187,7 +193,7 @@ class RecBolePipeline:
             os.symlink(inter_file.resolve(), target)
         with fenced(self.workdir):
             self.config = Config(model="SASRec", dataset=dataset,
-                                 config_dict=recbole_config_dict(dataset, data_path, hp, extra))
+                                 config_dict=recbole_config_dict(dataset, data_path, hp, extra, data_cfg))
             init_seed(self.config["seed"], self.config["reproducibility"])
             logging.getLogger().setLevel(logging.WARNING)
             self.dataset = create_dataset(self.config)
@@ -226,13 +232,14 @@ class RecBolePipeline:
     def train_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """RecBole's augmented training pairs: (item_seq (P, L), item_length (P,), target (P,))."""
         inter = self.train_data.dataset.inter_feat
-        return inter["item_id_list"], inter["item_length"], inter["item_id"]
+        item = self.config["ITEM_ID_FIELD"]
+        return inter[item + "_list"], inter["item_length"], inter[item]
 
     def item_tokens(self) -> np.ndarray:
-        return np.asarray(self.dataset.field2id_token["item_id"]).astype(str)
+        return np.asarray(self.dataset.field2id_token[self.config["ITEM_ID_FIELD"]]).astype(str)
 
     def user_tokens(self) -> np.ndarray:
-        return np.asarray(self.dataset.field2id_token["user_id"]).astype(str)
+        return np.asarray(self.dataset.field2id_token[self.config["USER_ID_FIELD"]]).astype(str)
 
 
 def load_foreign_checkpoint(path: Path, trust_pickle: bool) -> dict:

@@ -24,7 +24,7 @@ def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
     from popsteer.models.recbole_adapter import RecBolePipeline
 
     pipe = RecBolePipeline(data.name, Path(data.source), hp, {
-        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed})
+        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed}, data.config)
     try:
         if not np.array_equal(pipe.item_tokens(), data.item_tokens):
             raise PopSteerError("RecBole's item ids differ from PopSteer's on this dataset")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
 from popsteer.sae.model import SAEConfig
@@ -189,6 +190,8 @@ class SweepSpec:
     """Experiment name: the Tune experiment folder ``<storage>/<name>`` and the default MLflow experiment."""
     dataset: str = "ml-100k"
     data_dir: str = "datasets"
+    data: DataConfig = field(default_factory=DataConfig)
+    """How the dataset is read (fields, k-core, rating threshold) when the recommender is trained here."""
     base_checkpoint: str | None = None
     """A PopSteer SASRec checkpoint (.safetensors); or train one with ``train_recommender``."""
     train_recommender: TrainRecommenderSpec | None = None

@@ -16,11 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from popsteer.data import SequenceData, load_dataset
+from popsteer.models.io import data_config
 from popsteer.platform.spec import SweepSpec
 from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
 from popsteer.stages.encode import analysis_parts, training_parts
 from popsteer.stages.encoded import Encodings, Part
 from popsteer.util import checkpoint
+from popsteer.util.safepaths import base_roots
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,12 @@ def task_cpus(requested: float | None) -> float:
 
 
 def workspace(spec: SweepSpec) -> Workspace:
-    """The sweep's data folder, and its experiment folder as the output folder."""
-    return Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir))
+    """The sweep's data folder, its experiment folder as the output folder, and the driver's allowed
+    roots (checked when the sweep file was read; the workers do not have the driver's environment)."""
+    roots = [str(r) for r in base_roots()]
+    if spec.base_checkpoint:
+        roots.append(str(Path(spec.base_checkpoint).resolve().parent))
+    return Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir), allowed_roots=roots)
 
 
 # ------------------------------------------------------------------ recommender
@@ -45,7 +51,7 @@ def workspace(spec: SweepSpec) -> Workspace:
 
 def recommender_config(spec: SweepSpec) -> RecommenderConfig:
     tr = spec.train_recommender
-    return RecommenderConfig(dataset=spec.dataset, small=tr.small, train=tr.train_config(),
+    return RecommenderConfig(dataset=spec.dataset, small=tr.small, train=tr.train_config(), data=spec.data,
                              where=Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir / "recommender")))
 
 
@@ -68,12 +74,12 @@ def recommender_step(spec: SweepSpec) -> dict:
         import ray
 
         cfg = recommender_config(spec)
-        hp, train = asdict(cfg.architecture()), asdict(cfg.train)
+        hp, train, data = asdict(cfg.architecture()), asdict(cfg.train), asdict(cfg.data)
         train["stride"] = min(train["stride"], hp["max_len"])
         folder = Path(cfg.where.out_dir)
         found = [p for p in sorted(folder.glob(f"SASRec-*-{spec.dataset}.safetensors"), reverse=True)
                  if (m := checkpoint.read_meta(p)).get("dataset") == spec.dataset and m.get("sasrec") == hp
-                 and m.get("train") and {**train, **m["train"]} == train]  # fields added since count as defaults
+                 and m.get("train") and {**train, **m["train"]} == train and m.get("data", data) == data]  # fields added since count as defaults
         if found:
             path = found[0]
             log.info("base recommender reused: %s", path)
@@ -89,7 +95,9 @@ def recommender_step(spec: SweepSpec) -> dict:
 
 
 def load_data(spec: SweepSpec, rec: dict) -> SequenceData:
-    return load_dataset(spec.dataset, spec.data_dir, max_len=rec["max_len"])
+    """The dataset as the base recommender was trained on it (its header's reading config)."""
+    cfg = data_config(checkpoint.read_meta(rec["checkpoint"]), rec["checkpoint"])
+    return load_dataset(spec.dataset, spec.data_dir, max_len=rec["max_len"], cfg=cfg)
 
 
 # ------------------------------------------------------------------ encode

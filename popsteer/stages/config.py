@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig, TrainConfig
 from popsteer.sae.model import SAEConfig
@@ -32,6 +33,9 @@ class Workspace:
     <data-dir>/<dataset>/."""
     out_dir: str = "saved"
     """Where checkpoints and encoded representations go."""
+    allowed_roots: list[str] = field(default_factory=list)
+    """More folders a checkpoint header may name (besides the project, the data and output folders and
+    $POPSTEER_ALLOWED_ROOTS): a sweep passes its driver's, as its workers do not share its environment."""
 
 
 @dataclass
@@ -73,6 +77,7 @@ class RecommenderConfig:
     small: bool = False
     """A CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     where: Workspace = field(default_factory=Workspace)
 
     def architecture(self) -> SASRecConfig:

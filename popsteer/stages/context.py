@@ -16,6 +16,7 @@ import torch
 
 from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
+from popsteer.models.io import data_config
 from popsteer.sae.io import load_sae
 from popsteer.sae.model import TopKSAE
 from popsteer.stages.config import EncodeConfig, SAERef, Workspace
@@ -56,7 +57,8 @@ def load_base(path: str | Path, where: Workspace, encode: EncodeConfig | None = 
     path = Path(path)
     tensors, meta = checkpoint.load(path, kind="sasrec")
     if data is None:
-        data = load_dataset(meta["dataset"], where.data_dir, max_len=meta["sasrec"]["max_len"])
+        data = load_dataset(meta["dataset"], where.data_dir, max_len=meta["sasrec"]["max_len"],
+                            cfg=data_config(meta, str(path)))
     if meta["dataset"] != data.name:
         raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
     if meta["item_tokens"] != data.item_tokens.tolist():
@@ -92,7 +94,7 @@ class SAEContext:
 
 def base_of(sae_path: Path, meta: dict, where: Workspace) -> Path:
     """The SAE's base recommender: inside the allowed roots, present and unchanged since training."""
-    roots = [*base_roots(), sae_path.resolve().parent, where.data_dir, where.out_dir]
+    roots = [*base_roots(), sae_path.resolve().parent, where.data_dir, where.out_dir, *where.allowed_roots]
     base = check_inside("base_checkpoint", meta["base_checkpoint"], roots, str(sae_path))
     if not base.exists():
         raise PopSteerError(f"the SAE's base recommender {base} is missing")

@@ -23,7 +23,7 @@ def pipeline(cfg: PipelineConfig) -> dict:
     check_strength(cfg.num_neurons, cfg.alpha)
     where = rec_cfg.where
     rec = train_recommender(rec_cfg)
-    data = load_dataset(rec_cfg.dataset, where.data_dir, max_len=rec_cfg.architecture().max_len)
+    data = load_dataset(rec_cfg.dataset, where.data_dir, max_len=rec_cfg.architecture().max_len, cfg=rec_cfg.data)
     sae = train_sae(SAEStageConfig(base=rec.checkpoint, sae=cfg.sae, where=where), data=data)
     ref = SAERef(path=sae.checkpoint, dataset=data.name, where=where)
     analysis = analyze(AnalysisConfig(ref, seed=cfg.seed), data=data)

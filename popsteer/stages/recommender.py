@@ -63,7 +63,7 @@ def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> 
         train = dataclasses.replace(train, stride=hp.max_len)
     if train.device != "cpu" and not torch.cuda.is_available():
         raise PopSteerError(f"--device {train.device}: no CUDA GPU is available on this machine")
-    data = load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len)
+    data = load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len, cfg=cfg.data)
     out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, recommender_stem(data.name))
     t0 = time.perf_counter()
     if train.trainer == "allpos":
