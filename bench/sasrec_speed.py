@@ -1,4 +1,5 @@
-"""All-position SASRec training vs RecBole's per-prefix trainer on ml-100k (same machine, same run).
+"""All-position training vs RecBole's per-prefix trainer on ml-100k (same machine, same run), for SASRec
+or GRU4Rec (``--model``).
 
 1. Loss check: RecBole's SASRec (eval mode, same weights); per-pair CE of every training
    (prefix, target) pair as RecBole builds them, vs the all-position loss of the same target.
@@ -7,11 +8,12 @@
 2. Speed: wall time of one RecBole training epoch (its Trainer._train_epoch, every
    (prefix, target) pair once) vs one all-position epoch (every target once).
 
-    .venv/bin/python bench/sasrec_speed.py
+    .venv/bin/python bench/sasrec_speed.py [--model gru4rec]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,9 +25,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 
-from popsteer.models.config import SASRecConfig, TrainConfig  # noqa: E402
+from popsteer.models.config import TrainConfig  # noqa: E402
+from popsteer.models.registry import get_model  # noqa: E402
 from popsteer.data import find_inter_file, load_dataset  # noqa: E402
-from popsteer.models.recbole_adapter import RecBolePipeline, build_sasrec, sequence_output  # noqa: E402
+from popsteer.models.recbole_adapter import RecBolePipeline, build_model, sequence_output  # noqa: E402
 from popsteer.models.allpos import _window_batches, allpos_loss  # noqa: E402
 from popsteer.models.dropout import use_fast_dropout  # noqa: E402
 
@@ -59,11 +62,15 @@ def allpos_losses(model, data, stride):
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="sasrec")
+    a = ap.parse_args()
     torch.set_num_threads(2)
+    spec = get_model(a.model)
     data = load_dataset("ml-100k")
-    hp = SASRecConfig()
+    hp = spec.architecture()
     cfg = TrainConfig()
-    pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), hp)
+    pipe = RecBolePipeline("ml-100k", find_inter_file("ml-100k", None), hp, model=a.model)
     model = pipe.new_model()
     model.eval()
     rb_loss, pos = per_pair_losses(model, data)
@@ -80,7 +87,7 @@ def main() -> None:
     t0 = time.perf_counter()
     pipe.train_epoch(trainer, 0)
     t_recbole = time.perf_counter() - t0
-    ours = use_fast_dropout(build_sasrec(data.n_items, hp))  # as train_allpos trains it
+    ours = use_fast_dropout(build_model(spec, data.n_items, hp))  # as train_allpos trains it
     ours.load_state_dict(pipe.new_model().state_dict())
     ours.train()
     assert not torch.is_anomaly_enabled()  # RecBole's import no longer slows both trainers down
@@ -95,9 +102,12 @@ def main() -> None:
     t_ours = time.perf_counter() - t0
     pipe.close()
     ratio = t_recbole / t_ours
-    print(f"one epoch over every (prefix, target) pair of ml-100k: RecBole {t_recbole:.1f} s, "
+    print(f"{spec.recbole_class}: one epoch over every (prefix, target) pair of ml-100k: RecBole {t_recbole:.1f} s, "
           f"all-position {t_ours:.1f} s -> {ratio:.1f}x")
-    record("sasrec_epoch_speedup_vs_recbole", round(ratio, 1), "x", ">= 20", ratio >= 20, COMMAND,
+    name = "sasrec_epoch_speedup_vs_recbole" if a.model == "sasrec" else f"{a.model}_epoch_speedup_vs_recbole"
+    command = COMMAND + ("" if a.model == "sasrec" else f" --model {a.model}")
+    record(name, round(ratio, 1), "x", ">= 20" if a.model == "sasrec" else "report", ratio >= 20 if a.model == "sasrec"
+           else None, command,
            f"RecBole {t_recbole:.1f} s vs all-position {t_ours:.1f} s per epoch; loss on the {int(exact.sum())} "
            f"full-history pairs max |diff| {max_diff:.1e}; mean loss all pairs RecBole {rb_loss.mean():.5f} vs "
            f"all-position {ap_loss.mean():.5f}")

@@ -15,6 +15,7 @@ from typing import Callable
 from popsteer.app import commands
 from popsteer.app.flags import Flag, add_flags, config_from
 from popsteer.errors import PopSteerError
+from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
 from popsteer.util.logs import setup_logging
 
@@ -40,7 +41,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train-recommender": Command(C.RecommenderConfig, [Flag("dataset"), Flag("small"), *TRAIN, *DATA, *WHERE],
+    "train-recommender": Command(C.RecommenderConfig, [Flag("dataset"), Flag("model", choices=tuple(MODELS)),
+                                                       Flag("small"), *TRAIN, *DATA, *WHERE],
                                  commands.train_recommender, "train SASRec on a dataset and save a checkpoint"),
     "train-sae": Command(C.SAEStageConfig, [
         Flag("base", P), *SAE, Flag("sae.max_epochs", ("--epochs",)), Flag("sae.min_epochs", ("--min-epochs", "--min_epochs")),
@@ -60,13 +62,14 @@ COMMANDS: dict[str, Command] = {
                         commands.evaluate, "score a recommender or SAE checkpoint on a split"),
     "import-checkpoint": Command(C.ImportConfig, [Flag("path", positional=True), Flag("dataset"),
                                                   Flag("trust_pickle", ("--trust-pickle",)), Flag("out"),
-                                                  Flag("reference_dir", ("--reference-dir",)), *WHERE],
+                                                  Flag("reference_dir", ("--reference-dir",)),
+                                                  Flag("model", choices=tuple(MODELS)), *WHERE],
                                  commands.import_checkpoint,
                                  "import a foreign RecBole SASRec .pth (a pickle) as a PopSteer checkpoint"),
     "pipeline": Command(C.PipelineConfig, [
         Flag("recommender.dataset"), Flag("recommender.train.epochs", help="SASRec epochs (early stopping on valid NDCG@10)."),
         Flag("recommender.train.time_budget_min", help="Stop SASRec training after this many minutes."),
-        Flag("recommender.small"), *(Flag("recommender." + f.path, f.names) for f in DATA), *SAE, Flag("sae.max_epochs", ("--sae-epochs",), help="SAE epochs at most."),
+        Flag("recommender.model", choices=tuple(MODELS)), Flag("recommender.small"), *(Flag("recommender." + f.path, f.names) for f in DATA), *SAE, Flag("sae.max_epochs", ("--sae-epochs",), help="SAE epochs at most."),
         Flag("sae.time_budget_min", ("--sae-time-budget-min",), help="Stop SAE training after this many minutes."),
         Flag("num_neurons", ("--num_neurons", "--num-neurons")), Flag("alpha"), Flag("seed"),
         *(Flag("recommender." + f.path, f.names) for f in WHERE)],

@@ -1,4 +1,4 @@
-"""Import a foreign RecBole SASRec ``.pth`` (a pickle) as a PopSteer safetensors checkpoint.
+"""Import a foreign RecBole ``.pth`` (a pickle) of a registered model as a PopSteer safetensors checkpoint.
 
 RecBole numbers items in order of first appearance in the ``.inter`` file it loaded; ours
 follow our own data file. The rows of ``item_embedding.weight`` are therefore permuted from
@@ -17,6 +17,7 @@ Their training-target counts are compared with ours as a check and stored in the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 from dataclasses import asdict
@@ -25,26 +26,20 @@ from pathlib import Path
 import torch
 
 from popsteer.util import checkpoint
-from popsteer.models.config import SASRecConfig
 from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.item_ids import default_reference_dir, map_item_ids, permute_rows
-from popsteer.models.recbole_adapter import build_sasrec, load_foreign_checkpoint
+from popsteer.models.recbole_adapter import build_model, load_foreign_checkpoint
+from popsteer.models.registry import ModelSpec, of_recbole_class
 
 log = logging.getLogger(__name__)
 
 EMBEDDING = "item_embedding.weight"
-RECBOLE_KEYS = {  # SASRecConfig field -> RecBole config key
-    "n_layers": "n_layers", "n_heads": "n_heads", "hidden_size": "hidden_size", "inner_size": "inner_size",
-    "hidden_dropout_prob": "hidden_dropout_prob", "attn_dropout_prob": "attn_dropout_prob",
-    "hidden_act": "hidden_act", "layer_norm_eps": "layer_norm_eps",
-    "initializer_range": "initializer_range", "max_len": "MAX_ITEM_LIST_LENGTH",
-}
 
 
 def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, out: Path | None,
                               trust_pickle: bool, reference_dir: Path | None = None,
-                              out_dir: Path | None = None) -> Path:
+                              out_dir: Path | None = None, model: str | None = None) -> Path:
     """Convert the authors' RecBole SASRec checkpoint to ours, item rows in our id order.
 
     Args:
@@ -64,7 +59,10 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
     state, cfg = _state_and_config(raw, pth)
     if cfg.get("dataset") not in (None, dataset):
         raise PopSteerError(f"{pth} was trained on '{cfg['dataset']}', not '{dataset}'")
-    hp = sasrec_config_from_recbole(cfg, pth)
+    spec = of_recbole_class(cfg.get("model"))
+    if model is not None and model != spec.name:
+        raise PopSteerError(f"{pth} holds a {spec.recbole_class} model, not --model {model}")
+    hp = arch_from_recbole(spec, cfg, pth)
     data = load_dataset(dataset, data_dir, max_len=hp.max_len)
     ref = reference_dir or default_reference_dir(dataset, data_dir)
     theirs_n = state[EMBEDDING].shape[0]
@@ -72,10 +70,11 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
 
     state = dict(state)
     state[EMBEDDING] = permute_rows(state[EMBEDDING], their_of_ours)
-    _check_fits_sasrec(state, data.n_items, hp, pth)
+    _check_fits(spec, state, data.n_items, hp, pth)
     meta = {
-        "kind": "sasrec", "dataset": dataset, "n_items": data.n_items,
-        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp), "data": asdict(data.config),
+        "kind": "sasrec", "model": spec.name, "dataset": dataset, "n_items": data.n_items,
+        "item_tokens": data.item_tokens.tolist(), "arch": asdict(hp), "data": asdict(data.config),
+        **({"sasrec": asdict(hp)} if spec.name == "sasrec" else {}),
         "train": None, "metrics": {},
         "imported_from": {
             "path": str(pth.resolve()), "sha256": checkpoint.file_sha256(pth),
@@ -85,7 +84,7 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
         "id_mapping": mapping,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    out = Path(out) if out else Path(out_dir or "saved") / f"SASRec-imported-{pth.stem}-{dataset}.safetensors"
+    out = Path(out) if out else Path(out_dir or "saved") / f"{spec.recbole_class}-imported-{pth.stem}-{dataset}.safetensors"
     checkpoint.save(out, state, meta)
     log.info("imported %s -> %s (%d of %d items matched by %s)", pth, out, mapping["matched"],
              data.n_items - 1, mapping["method"])
@@ -102,32 +101,31 @@ def _state_and_config(raw, pth: Path) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = getattr(config, "final_config_dict", config)
     if not isinstance(cfg, dict):
         raise PopSteerError(f"{pth} is not a RecBole checkpoint (no 'config')")
-    if cfg.get("model") not in (None, "SASRec"):
-        raise PopSteerError(f"{pth} holds a {cfg['model']} model, expected SASRec")
     state = raw["state_dict"]
     if EMBEDDING not in state:
         raise PopSteerError(f"{pth}: state_dict lacks {EMBEDDING}")
     return state, cfg
 
 
-def sasrec_config_from_recbole(cfg: dict, pth: Path) -> SASRecConfig:
-    """Our SASRecConfig from a RecBole config dict; missing keys keep our (= RecBole's) defaults."""
-    values = {ours: cfg[theirs] for ours, theirs in RECBOLE_KEYS.items() if cfg.get(theirs) is not None}
-    missing = sorted(set(RECBOLE_KEYS) - set(values))
+def arch_from_recbole(spec: ModelSpec, cfg: dict, pth: Path):
+    """The model's architecture from a RecBole config dict; missing keys keep our (= RecBole's) defaults."""
+    keys = {f.name: "MAX_ITEM_LIST_LENGTH" if f.name == "max_len" else f.name for f in dataclasses.fields(spec.arch)}
+    values = {ours: cfg[theirs] for ours, theirs in keys.items() if cfg.get(theirs) is not None}
+    missing = sorted(set(keys) - set(values))
     if missing:
         log.warning("%s: config lacks %s; using the defaults", pth, ", ".join(missing))
     try:
-        return SASRecConfig(**values)
+        return spec.arch(**values)
     except TypeError as exc:
-        raise PopSteerError(f"{pth}: unusable SASRec config ({exc})") from None
+        raise PopSteerError(f"{pth}: unusable {spec.recbole_class} config ({exc})") from None
 
 
-def _check_fits_sasrec(state: dict[str, torch.Tensor], n_items: int, hp: SASRecConfig, pth: Path) -> None:
-    """Load the converted weights into RecBole's SASRec: every key and shape must fit."""
+def _check_fits(spec: ModelSpec, state: dict[str, torch.Tensor], n_items: int, hp, pth: Path) -> None:
+    """Load the converted weights into RecBole's class: every key and shape must fit."""
     try:
-        build_sasrec(n_items, hp).load_state_dict(state)
+        build_model(spec, n_items, hp).load_state_dict(state)
     except RuntimeError as exc:
-        raise PopSteerError(f"{pth}: weights do not fit SASRec ({str(exc).splitlines()[0]})") from None
+        raise PopSteerError(f"{pth}: weights do not fit {spec.recbole_class} ({str(exc).splitlines()[0]})") from None
 
 
 def _plain(x):

@@ -10,17 +10,21 @@ import torch
 
 from popsteer.data import DataConfig, SequenceData
 from popsteer.errors import PopSteerError
-from popsteer.models.config import SASRecConfig, TrainConfig
-from popsteer.models.recbole_adapter import build_sasrec
+from popsteer.models.config import TrainConfig
+from popsteer.models.recbole_adapter import build_model
+from popsteer.models.registry import model_of, spec_for
 from popsteer.util import checkpoint
 from popsteer.util.configs import validate
 
 
-def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp: SASRecConfig,
+def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp,
                      train: TrainConfig | None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """A recommender checkpoint (``kind: sasrec``, the historical name of every recommender checkpoint)."""
+    spec = spec_for(model)
     meta = {
-        "kind": "sasrec", "dataset": data.name, "n_items": data.n_items,
-        "item_tokens": data.item_tokens.tolist(), "sasrec": asdict(hp), "data": asdict(data.config),
+        "kind": "sasrec", "model": spec.name, "dataset": data.name, "n_items": data.n_items,
+        "item_tokens": data.item_tokens.tolist(), "arch": asdict(hp), "data": asdict(data.config),
+        **({"sasrec": asdict(hp)} if spec.name == "sasrec" else {}),
         "train": asdict(train) if train else None, "metrics": metrics or {},
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -34,18 +38,18 @@ def data_config(meta: dict, source: str = "") -> DataConfig:
 
 
 def load_recommender(path: str | Path, data: SequenceData | None = None) -> tuple[torch.nn.Module, dict]:
-    """Load a PopSteer SASRec checkpoint; with ``data``, check it belongs to that dataset."""
+    """Load a PopSteer recommender checkpoint; with ``data``, check it belongs to that dataset."""
     tensors, meta = checkpoint.load(path, kind="sasrec")
     if data is not None:
         if meta["dataset"] != data.name:
             raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
         if meta["item_tokens"] != data.item_tokens.tolist():
             raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
-    hp = SASRecConfig(**meta["sasrec"])
-    model = build_sasrec(meta["n_items"], hp)
+    spec, hp = model_of(meta, str(path))
+    model = build_model(spec, meta["n_items"], hp)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise PopSteerError(f"{path}: weights do not fit SASRec ({str(exc).splitlines()[0]})") from None
+        raise PopSteerError(f"{path}: weights do not fit {spec.recbole_class} ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import logging
 import os
 import shutil
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from popsteer.data.config import DataConfig
+from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig
+from popsteer.models.registry import MODELS, ModelSpec, get_model
 from popsteer.util.configs import DEFAULT_SEED
 
 
@@ -78,11 +81,11 @@ def fenced(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _recbole_sasrec_class():
+def _recbole_class(spec: ModelSpec):
+    """RecBole's model class of a registry entry (imported inside the fence)."""
     with importing_recbole():
-        from recbole.model.sequential_recommender.sasrec import SASRec
-
-    return SASRec
+        module = importlib.import_module(spec.recbole_module)
+    return getattr(module, spec.recbole_class)
 
 
 class _DictConfig(dict):
@@ -102,32 +105,51 @@ class _CountsOnly:
         return self.n_items
 
 
-def model_config(hp: SASRecConfig, device: str = "cpu") -> dict:
-    """RecBole config keys for SASRec with CE loss (docs/METHOD.md §1)."""
+def model_config(spec: ModelSpec, arch, device: str = "cpu") -> dict:
+    """RecBole config keys of a model with CE loss (docs/METHOD.md §1)."""
     return {
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
         "LIST_SUFFIX": "_list", "ITEM_LIST_LENGTH_FIELD": "item_length", "NEG_PREFIX": "neg_",
-        "MAX_ITEM_LIST_LENGTH": hp.max_len, "n_layers": hp.n_layers, "n_heads": hp.n_heads,
-        "hidden_size": hp.hidden_size, "inner_size": hp.inner_size,
-        "hidden_dropout_prob": hp.hidden_dropout_prob, "attn_dropout_prob": hp.attn_dropout_prob,
-        "hidden_act": hp.hidden_act, "layer_norm_eps": hp.layer_norm_eps,
-        "initializer_range": hp.initializer_range, "loss_type": "CE", "device": device,
+        **spec.recbole_keys(arch), "device": device,
     }
 
 
-def build_sasrec(n_items: int, hp: SASRecConfig, device: str = "cpu") -> torch.nn.Module:
-    """RecBole's own SASRec class, constructed without a RecBole dataset.
+def build_model(spec: ModelSpec, n_items: int, arch, device: str = "cpu") -> torch.nn.Module:
+    """RecBole's own class of a registry entry, constructed without a RecBole dataset.
 
     Args:
         n_items: item ids including padding 0 (RecBole's ``dataset.item_num``).
     """
-    SASRec = _recbole_sasrec_class()
+    cls = _recbole_class(spec)
     with fenced():
-        model = SASRec(_DictConfig(model_config(hp, device)), _CountsOnly(n_items))
+        model = cls(_DictConfig(model_config(spec, arch, device)), _CountsOnly(n_items))
     return model.to(device)
 
 
+def build_sasrec(n_items: int, hp: SASRecConfig, device: str = "cpu") -> torch.nn.Module:
+    """RecBole's SASRec (``build_model`` of the ``sasrec`` entry)."""
+    return build_model(MODELS["sasrec"], n_items, hp, device)
+
+
 def sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Tensor:
+    """The user representation after every position of a sequential model (SASRec, GRU4Rec).
+
+    Args:
+        item_seq: (B, L) int64 right-padded item ids.
+    Returns:
+        (B, L, d); position t depends only on items 0..t (causal attention, a forward GRU), so it
+        equals ``model.forward(item_seq[:, :t+1], t+1)`` for any prefix.
+    """
+    name = type(model).__name__
+    if name == "GRU4Rec":
+        out, _ = model.gru_layers(model.emb_dropout(model.item_embedding(item_seq)))  # (B, L, hidden)
+        return model.dense(out)  # (B, L, d)
+    if name != "SASRec":
+        raise PopSteerError(f"no all-position outputs for RecBole's {name}")
+    return _sasrec_sequence_output(model, item_seq)
+
+
+def _sasrec_sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Tensor:
     """Last-layer output of RecBole's SASRec at every position.
 
     Args:
@@ -146,12 +168,13 @@ def sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Ten
 # ---------------------------------------------------------------- RecBole's own pipeline
 
 
-def recbole_config_dict(dataset: str, data_path: Path, hp: SASRecConfig, extra: dict | None = None,
-                        data_cfg: DataConfig | None = None) -> dict:
+def recbole_config_dict(dataset: str, data_path: Path, hp, extra: dict | None = None,
+                        data_cfg: DataConfig | None = None, model: str = "sasrec") -> dict:
     d = data_cfg or DataConfig()
-    cfg = model_config(hp)
+    spec = get_model(model)
+    cfg = model_config(spec, hp)
     cfg.update({
-        "model": "SASRec", "dataset": dataset, "data_path": str(data_path),
+        "model": spec.recbole_class, "dataset": dataset, "data_path": str(data_path),
         "USER_ID_FIELD": d.user_field, "ITEM_ID_FIELD": d.item_field, "TIME_FIELD": d.time_field,
         "load_col": {"inter": d.columns()},
         "user_inter_num_interval": f"[{d.k_user},inf)", "item_inter_num_interval": f"[{d.k_item},inf)",
@@ -175,8 +198,8 @@ class RecBolePipeline:
     evaluator and the data layer are checked against.
     """
 
-    def __init__(self, dataset: str, inter_file: Path, hp: SASRecConfig, extra: dict | None = None,
-                 data_cfg: DataConfig | None = None) -> None:
+    def __init__(self, dataset: str, inter_file: Path, hp, extra: dict | None = None,
+                 data_cfg: DataConfig | None = None, model: str = "sasrec") -> None:
         with importing_recbole():
             from recbole.config import Config
             from recbole.data import create_dataset, data_preparation
@@ -192,8 +215,9 @@ class RecBolePipeline:
         else:
             os.symlink(inter_file.resolve(), target)
         with fenced(self.workdir):
-            self.config = Config(model="SASRec", dataset=dataset,
-                                 config_dict=recbole_config_dict(dataset, data_path, hp, extra, data_cfg))
+            self.spec = get_model(model)
+            self.config = Config(model=self.spec.recbole_class, dataset=dataset,
+                                 config_dict=recbole_config_dict(dataset, data_path, hp, extra, data_cfg, model))
             init_seed(self.config["seed"], self.config["reproducibility"])
             logging.getLogger().setLevel(logging.WARNING)
             self.dataset = create_dataset(self.config)
@@ -203,9 +227,9 @@ class RecBolePipeline:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def new_model(self) -> torch.nn.Module:
-        SASRec = _recbole_sasrec_class()
+        cls = _recbole_class(self.spec)
         with fenced(self.workdir):
-            return SASRec(self.config, self.train_data.dataset)
+            return cls(self.config, self.train_data.dataset)
 
     def trainer(self, model: torch.nn.Module):
         with importing_recbole():
@@ -248,7 +272,6 @@ def load_foreign_checkpoint(path: Path, trust_pickle: bool) -> dict:
     Returns the raw dict (``state_dict``, ``config``, ...). RecBole pickles its Config, so the
     unpickler needs RecBole importable.
     """
-    from popsteer.errors import PopSteerError
 
     if not trust_pickle:
         raise PopSteerError(f"{path} is a pickle (RecBole .pth): loading it can run arbitrary code; "

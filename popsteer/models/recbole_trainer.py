@@ -13,18 +13,18 @@ import torch
 
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
-from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.models.config import TrainConfig
 from popsteer.models.encode import evaluate_model
 from popsteer.util.progress import progress
 
 
-def train_recbole(data: SequenceData, hp: SASRecConfig, cfg: TrainConfig,
+def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec",
                   on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """RecBole's own per-prefix trainer (one sample per prefix), scored by our evaluator."""
     from popsteer.models.recbole_adapter import RecBolePipeline
 
     pipe = RecBolePipeline(data.name, Path(data.source), hp, {
-        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed}, data.config)
+        "learning_rate": cfg.learning_rate, "train_batch_size": cfg.batch_size, "seed": cfg.seed}, data.config, model)
     try:
         if not np.array_equal(pipe.item_tokens(), data.item_tokens):
             raise PopSteerError("RecBole's item ids differ from PopSteer's on this dataset")

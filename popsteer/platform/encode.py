@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from popsteer.models.registry import model_of
 from popsteer.stages.config import EncodeConfig
 from popsteer.stages.encode import encode_block
 
@@ -30,7 +31,8 @@ class BlockEncoder:
         model, meta = load_recommender(checkpoint_path)
         device = torch_device()
         self.model = model.to(device)  # encode_users / encode_windows move inputs to it, outputs back
-        self.d = int(meta["sasrec"]["hidden_size"])
+        spec, arch = model_of(meta, checkpoint_path)
+        self.d = spec.d(arch)
         self.batch_size = batch_size
         self.window_batch = 512 if device.type == "cpu" else 8192  # windows per forward
         self.train_mode_parts = tuple(train_mode_parts)

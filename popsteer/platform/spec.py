@@ -23,6 +23,7 @@ from typing import Literal
 from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
+from popsteer.models.registry import get_model
 from popsteer.sae.model import SAEConfig
 from popsteer.stages.config import BaselinesConfig, EncodeConfig, GridConfig
 from popsteer.util.configs import CONFIG, validate
@@ -190,6 +191,9 @@ class SweepSpec:
     """Experiment name: the Tune experiment folder ``<storage>/<name>`` and the default MLflow experiment."""
     dataset: str = "ml-100k"
     data_dir: str = "datasets"
+    model: str = "sasrec"
+    """The base recommender trained by ``train_recommender`` (popsteer.models.registry); a given
+    ``base_checkpoint`` says its own."""
     data: DataConfig = field(default_factory=DataConfig)
     """How the dataset is read (fields, k-core, rating threshold) when the recommender is trained here."""
     base_checkpoint: str | None = None
@@ -214,6 +218,7 @@ class SweepSpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise PopSteerError(f"name must be a plain folder name, got {self.name!r}")
+        get_model(self.model)
         if (self.base_checkpoint is None) == (self.train_recommender is None):
             raise PopSteerError("give exactly one of base_checkpoint and train_recommender")
         if self.metric not in EPOCH_METRICS:

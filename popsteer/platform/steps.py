@@ -17,6 +17,7 @@ from pathlib import Path
 
 from popsteer.data import SequenceData, load_dataset
 from popsteer.models.io import data_config
+from popsteer.models.registry import model_of
 from popsteer.platform.spec import SweepSpec
 from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
 from popsteer.stages.encode import analysis_parts, training_parts
@@ -51,7 +52,7 @@ def workspace(spec: SweepSpec) -> Workspace:
 
 def recommender_config(spec: SweepSpec) -> RecommenderConfig:
     tr = spec.train_recommender
-    return RecommenderConfig(dataset=spec.dataset, small=tr.small, train=tr.train_config(), data=spec.data,
+    return RecommenderConfig(dataset=spec.dataset, model=spec.model, small=tr.small, train=tr.train_config(), data=spec.data,
                              where=Workspace(data_dir=spec.data_dir, out_dir=str(spec.experiment_dir / "recommender")))
 
 
@@ -75,11 +76,12 @@ def recommender_step(spec: SweepSpec) -> dict:
 
         cfg = recommender_config(spec)
         hp, train, data = asdict(cfg.architecture()), asdict(cfg.train), asdict(cfg.data)
+        same = {"dataset": spec.dataset, "model": cfg.model, "arch": hp, "data": data}
         train["stride"] = min(train["stride"], hp["max_len"])
         folder = Path(cfg.where.out_dir)
-        found = [p for p in sorted(folder.glob(f"SASRec-*-{spec.dataset}.safetensors"), reverse=True)
-                 if (m := checkpoint.read_meta(p)).get("dataset") == spec.dataset and m.get("sasrec") == hp
-                 and m.get("train") and {**train, **m["train"]} == train and m.get("data", data) == data]  # fields added since count as defaults
+        found = [p for p in sorted(folder.glob(f"*-{spec.dataset}.safetensors"), reverse=True)
+                 if all((m := checkpoint.read_meta(p)).get(k) == v for k, v in same.items())
+                 and m.get("train") and {**train, **m["train"]} == train]  # fields added since count as defaults
         if found:
             path = found[0]
             log.info("base recommender reused: %s", path)
@@ -89,9 +91,9 @@ def recommender_step(spec: SweepSpec) -> dict:
                      cfg.train.epochs, cpus)
             path = Path(ray.get(ray.remote(num_cpus=cpus)(_train_task).remote(cfg, int(cpus))))
     path = path.resolve()
-    meta = checkpoint.read_meta(path)
-    return {"checkpoint": str(path), "sha256": checkpoint.file_sha256(path),
-            "max_len": meta["sasrec"]["max_len"], "d": meta["sasrec"]["hidden_size"]}
+    spec, arch = model_of(checkpoint.read_meta(path), str(path))
+    return {"checkpoint": str(path), "sha256": checkpoint.file_sha256(path), "model": spec.name,
+            "max_len": arch.max_len, "d": spec.d(arch)}
 
 
 def load_data(spec: SweepSpec, rec: dict) -> SequenceData:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from popsteer.errors import PopSteerError
+from popsteer.models.registry import get_model
 from popsteer.platform import steps
 from popsteer.platform.spec import SweepSpec
 from popsteer.util.atomic import write_text
@@ -86,7 +87,8 @@ def sweep_stage(spec: SweepSpec, rec: dict, enc: dict, data, tracker, resume: bo
         callbacks.append(MlflowTrialCallback(tracker, spec.to_dict(), trial_params))
     ctx = TrialContext(encoded_dir=enc["encoded_dir"], base_checkpoint=rec["checkpoint"], name=spec.name,
                        search=spec.search, experiment_dir=str(spec.experiment_dir), encode=spec.encode,
-                       where=steps.workspace(spec), data=data)
+                       where=steps.workspace(spec), data=data,
+                       model_class=get_model(rec.get("model", "sasrec")).recbole_class)
     tuner, restored = make_tuner(spec, ctx, callbacks, resume)
     results = tuner.fit()
     unfinished = len(results) - results.num_errors - results.num_terminated

@@ -42,6 +42,8 @@ class TrialContext:
     encode: EncodeConfig
     where: Workspace
     data: SequenceData
+    model_class: str = "SASRec"
+    """The base model's RecBole class (names the trials' SAE files)."""
 
 
 def trial_key(config: dict) -> str:
@@ -49,8 +51,8 @@ def trial_key(config: dict) -> str:
     return f"k{int(config['k'])}-s{int(config['scale'])}-r{int(config.get('repeat', 0))}"
 
 
-def trial_sae_path(experiment_dir: str | Path, name: str, key: str, dataset: str) -> Path:
-    return Path(experiment_dir) / "saes" / f"SASRec_SAE-{name}-{key}-{dataset}.safetensors"
+def trial_sae_path(experiment_dir: str | Path, name: str, key: str, dataset: str, model: str = "SASRec") -> Path:
+    return Path(experiment_dir) / "saes" / f"{model}_SAE-{name}-{key}-{dataset}.safetensors"
 
 
 def metric_name(name: str) -> str:
@@ -86,7 +88,7 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
     cfg = SAEStageConfig(base=ctx.base_checkpoint, sae=ctx.search.sae_config(config["k"], config["scale"],
                                                                              config.get("repeat", 0)),
                          encode=ctx.encode, where=ctx.where, device=torch_device().type)
-    out = trial_sae_path(ctx.experiment_dir, ctx.name, key, ctx.data.name)
+    out = trial_sae_path(ctx.experiment_dir, ctx.name, key, ctx.data.name, ctx.model_class)
     result = train_sae(cfg, out=out, data=ctx.data, encodings=Encodings(ctx.encoded_dir),
                        on_epoch=lambda epoch, record: tune.report({**record, "final": False}),
                        extra_meta={"sweep": {"name": ctx.name, "trial_key": key, "trial_id": trial_id,

@@ -67,8 +67,9 @@ def main_rows(res: dict) -> list[tuple[str, str, dict, str]]:
     """(method, setting, test metrics, validation pick note) per table row."""
     ref = res["base_valid"]["sasrec"]
     d = res["defaults"]
-    rows = [("SASRec", "—", res["base_test"]["sasrec"], "—"),
-            ("SASRec + SAE (unsteered)", "reconstruction", res["base_test"]["sae"], "—"),
+    model = res.get("model", "SASRec")
+    rows = [(model, "—", res["base_test"]["sasrec"], "—"),
+            (f"{model} + SAE (unsteered)", "reconstruction", res["base_test"]["sae"], "—"),
             ("PopSteer (defaults)", f"N={d['num_neurons']}, α={d['alpha']:g}", res["default_test"], "—")]
     for m in res["methods"].values():
         g, n = tradeoff(m["valid_rows"][m["pick"]], ref)
@@ -96,7 +97,7 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
     pick = res["methods"]["popsteer"]["params"]
     out = [f"## {res['title']}", "",
            f"SAE `{Path(res['checkpoint']).name}` (K={meta['sae']['k']}, scale {meta['sae']['scale']}, "
-           f"{res['n_latents']} neurons) on SASRec `{Path(meta['base_checkpoint']).name}`. "
+           f"{res['n_latents']} neurons) on {res.get('model', 'SASRec')} `{Path(meta['base_checkpoint']).name}`. "
            f"Test split; every tuned method picked on validation by the rule of docs/METHOD.md §4 "
            f"(max relative Gini drop − relative NDCG drop with NDCG drop ≤ 5% against SASRec).", "",
            "### Test results", ""]

@@ -13,7 +13,8 @@ from typing import Literal
 
 from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
-from popsteer.models.config import SASRecConfig, TrainConfig
+from popsteer.models.config import TrainConfig
+from popsteer.models.registry import get_model
 from popsteer.sae.model import SAEConfig
 from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
 from popsteer.steering.steer import check_strength
@@ -74,14 +75,20 @@ class RecommenderConfig:
 
     dataset: str = "ml-100k"
     """Dataset name: <data-dir>/<dataset>/<dataset>.inter (ml-100k is embedded)."""
+    model: str = "sasrec"
+    """The base recommender (popsteer.models.registry): sasrec or gru4rec."""
     small: bool = False
-    """A CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)."""
+    """A CI-sized model (SASRec: 1 layer, 1 head, hidden 32, inner 64; GRU4Rec: d 32, hidden 64; max length 20)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     where: Workspace = field(default_factory=Workspace)
 
-    def architecture(self) -> SASRecConfig:
-        return SASRecConfig.small() if self.small else SASRecConfig()
+    def __post_init__(self) -> None:
+        get_model(self.model)  # an unknown name is refused now
+
+    def architecture(self):
+        """The model's architecture config (its RecBole defaults, or the CI-sized one)."""
+        return get_model(self.model).architecture(self.small)
 
 
 @dataclass
@@ -100,6 +107,8 @@ class ImportConfig:
     """Output .safetensors path; default <out-dir>/SASRec-imported-<stem>-<dataset>.safetensors."""
     reference_dir: str | None = None
     """Folder with the authors' item files used to map their item ids."""
+    model: str | None = None
+    """Refuse a checkpoint of another model (default: the model its config names)."""
     where: Workspace = field(default_factory=Workspace)
 
 

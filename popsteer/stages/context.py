@@ -17,6 +17,7 @@ import torch
 from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.io import data_config
+from popsteer.models.registry import ModelSpec, model_of
 from popsteer.sae.io import load_sae
 from popsteer.sae.model import TopKSAE
 from popsteer.stages.config import EncodeConfig, SAERef, Workspace
@@ -38,6 +39,7 @@ class BaseContext:
     meta: dict
     data: SequenceData
     item_emb: torch.Tensor  # (n_items, d), row 0 = padding
+    model: ModelSpec
     where: Workspace
     encode: EncodeConfig
 
@@ -57,7 +59,7 @@ def load_base(path: str | Path, where: Workspace, encode: EncodeConfig | None = 
     path = Path(path)
     tensors, meta = checkpoint.load(path, kind="sasrec")
     if data is None:
-        data = load_dataset(meta["dataset"], where.data_dir, max_len=meta["sasrec"]["max_len"],
+        data = load_dataset(meta["dataset"], where.data_dir, max_len=model_of(meta, str(path))[1].max_len,
                             cfg=data_config(meta, str(path)))
     if meta["dataset"] != data.name:
         raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
@@ -65,7 +67,8 @@ def load_base(path: str | Path, where: Workspace, encode: EncodeConfig | None = 
         raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
     if ITEM_TABLE not in tensors:
         raise PopSteerError(f"{path}: no tensor '{ITEM_TABLE}' (the item table)")
-    return BaseContext(path, meta, data, tensors[ITEM_TABLE].float(), where, encode or EncodeConfig())
+    return BaseContext(path, meta, data, tensors[ITEM_TABLE].float(), model_of(meta, str(path))[0], where,
+                       encode or EncodeConfig())
 
 
 @dataclass

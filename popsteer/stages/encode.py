@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from popsteer.data import SequenceData
 from popsteer.eval.popularity import PopularityGroups
+from popsteer.models.registry import model_of
 from popsteer.stages.config import EncodeConfig
 from popsteer.stages.encoded import FORMAT, Encodings, Part, fixed_list, fixed_list_to_numpy
 from popsteer.steering.analysis import profile_lengths, synthetic_profiles
@@ -158,7 +159,8 @@ class LocalEncoder:
         from popsteer.models.io import load_recommender
 
         model, meta = load_recommender(checkpoint_path)
-        d = int(meta["sasrec"]["hidden_size"])
+        spec, arch = model_of(meta, checkpoint_path)
+        d = spec.d(arch)
         writers: dict[str, pq.ParquetWriter] = {}
         try:
             for block in progress(blocks, desc="encode", unit="block"):
@@ -180,9 +182,9 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
     """The checkpoint's encodings with every part of ``parts``: present ones reused, missing ones encoded."""
     cfg = cfg or EncodeConfig()
     checkpoint_path = Path(checkpoint_path).resolve()
-    meta = checkpoint.read_meta(checkpoint_path)
+    spec, arch = model_of(checkpoint.read_meta(checkpoint_path), str(checkpoint_path))
     sha = checkpoint.file_sha256(checkpoint_path)
-    d = int(meta["sasrec"]["hidden_size"])
+    d = spec.d(arch)
     store = Encodings.of(root, data.name, sha)
     todo = {}
     for part in dict.fromkeys(parts):

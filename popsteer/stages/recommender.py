@@ -16,6 +16,7 @@ from popsteer.data import load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.encode import evaluate_model
 from popsteer.models.io import save_recommender
+from popsteer.models.registry import get_model
 from popsteer.stages.config import ImportConfig, RecommenderConfig
 from popsteer.util import checkpoint
 
@@ -44,17 +45,17 @@ def _fmt(metrics: dict) -> str:
     return "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
 
 
-def recommender_stem(dataset: str) -> str:
-    """The seed's file name: ``SASRec-<date>-<dataset>``."""
-    return f"SASRec-{checkpoint.seed_timestamp()}-{dataset}"
+def recommender_stem(dataset: str, model: str = "sasrec") -> str:
+    """The seed's file name: ``SASRec-<date>-<dataset>`` (``GRU4Rec-...`` for another model)."""
+    return f"{get_model(model).recbole_class}-{checkpoint.seed_timestamp()}-{dataset}"
 
 
 def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> RecommenderResult:
-    """Train SASRec on ``cfg.dataset`` and save it (default ``<out-dir>/SASRec-<date>-<dataset>.safetensors``)."""
+    """Train ``cfg.model`` on ``cfg.dataset`` and save it (default ``<out-dir>/SASRec-<date>-<dataset>.safetensors``)."""
     import torch
 
     from popsteer.models.allpos import train_allpos
-    from popsteer.models.recbole_adapter import build_sasrec
+    from popsteer.models.recbole_adapter import build_model
     from popsteer.models.recbole_trainer import train_recbole
 
     hp = cfg.architecture()
@@ -64,13 +65,13 @@ def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> 
     if train.device != "cpu" and not torch.cuda.is_available():
         raise PopSteerError(f"--device {train.device}: no CUDA GPU is available on this machine")
     data = load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len, cfg=cfg.data)
-    out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, recommender_stem(data.name))
+    out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, recommender_stem(data.name, cfg.model))
     t0 = time.perf_counter()
     if train.trainer == "allpos":
         torch.manual_seed(train.seed)
-        model, history = train_allpos(build_sasrec(data.n_items, hp), data, train)
+        model, history = train_allpos(build_model(get_model(cfg.model), data.n_items, hp), data, train)
     else:
-        model, history = train_recbole(data, hp, train)
+        model, history = train_recbole(data, hp, train, cfg.model)
     minutes = (time.perf_counter() - t0) / 60
     valid, test = evaluate_model(model, data, "valid"), evaluate_model(model, data, "test")
     kept = [r for r in history if "kept" in r]  # both trainers mark the epochs whose weights they kept
@@ -91,4 +92,5 @@ def import_recommender(cfg: ImportConfig) -> Path:
 
     out = Path(cfg.out) if cfg.out else None
     return import_recbole_checkpoint(Path(cfg.path), cfg.dataset, Path(cfg.where.data_dir), out, cfg.trust_pickle,
-                                     Path(cfg.reference_dir) if cfg.reference_dir else None, Path(cfg.where.out_dir))
+                                     Path(cfg.reference_dir) if cfg.reference_dir else None, Path(cfg.where.out_dir),
+                                     cfg.model)

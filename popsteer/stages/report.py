@@ -62,13 +62,15 @@ def evaluate_section(sae_path: str, cfg: ReportConfig) -> dict:
                             "describe": f"N={params[idx]['num_neurons']}, α={params[idx]['alpha']:g}"}}
     methods.update(tune_baselines(ctx.base, BaselinesConfig(seed=cfg.seed, tiny=cfg.tiny), base_valid["sasrec"]))
     imported = ctx.base.meta.get("imported_from") is not None
+    model = ctx.base.model.recbole_class
     shared = shared_dir(cfg.shared_dir)
     scores = ctx.scores()
     groups = PopularityGroups.from_counts(data.train_target_counts())
     return {"dataset": data.name, "checkpoint": str(sae_path), "meta": ctx.meta, "n_latents": n_latents,
             "sasrec_origin": "authors" if imported else "popsteer",
-            "title": f"{data.name}, " + ("the authors' SASRec (imported)" if imported else "SASRec trained by PopSteer"),
-            "slug": data.name + ("-authors" if imported else ""),
+            "model": model,
+            "title": f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer"),
+            "slug": data.name + ("" if model == "SASRec" else f"-{model.lower()}") + ("-authors" if imported else ""),
             "defaults": {"num_neurons": n0, "alpha": a0}, "base_valid": base_valid, "base_test": base_test,
             "default_test": grid.row("test", n0, a0), "methods": methods, "d": scores.d,
             "neurons": top_neurons(data, cfg.where.data_dir, groups, scores.d, shared, sae_path),
@@ -106,7 +108,7 @@ def report(cfg: ReportConfig) -> dict:
     for path in cfg.saes:
         res = evaluate_section(path, cfg)
         if any(r["slug"] == res["slug"] for r in results):
-            raise PopSteerError(f"two SAE checkpoints for '{res['title']}': give one per dataset and SASRec origin")
+            raise PopSteerError(f"two SAE checkpoints for '{res['title']}': give one per dataset, model and origin")
         results.append(res)
     sections = []
     for res in results:

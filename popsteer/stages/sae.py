@@ -46,9 +46,9 @@ class SAEResult:
                 **self.report}
 
 
-def sae_stem(dataset: str, k: int, scale: int) -> str:
-    """The seed's SAE file name: ``SASRec_SAE-<date>-k<K>-<s>-<dataset>``."""
-    return f"SASRec_SAE-{checkpoint.seed_timestamp()}-k{k}-{scale}-{dataset}"
+def sae_stem(dataset: str, k: int, scale: int, model: str = "SASRec") -> str:
+    """The seed's SAE file name: ``SASRec_SAE-<date>-k<K>-<s>-<dataset>`` (``GRU4Rec_SAE-...`` on GRU4Rec)."""
+    return f"{model}_SAE-{checkpoint.seed_timestamp()}-k{k}-{scale}-{dataset}"
 
 
 def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: SequenceData | None = None,
@@ -82,7 +82,7 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
         report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
     minutes = (time.perf_counter() - t0) / 60
     out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, sae_stem(base.data.name, cfg.sae.k,
-                                                                                    cfg.sae.scale))
+                                                                                    cfg.sae.scale, base.model.recbole_class))
     meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=checkpoint.file_sha256(base.path),
                     prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
                     history=history, train_minutes=minutes, extra=extra_meta)
