@@ -28,7 +28,8 @@ from results import record  # noqa: E402
 from popsteer.models.config import TrainConfig  # noqa: E402
 from popsteer.models.registry import get_model  # noqa: E402
 from popsteer.data import find_inter_file, load_dataset  # noqa: E402
-from popsteer.models.recbole_adapter import RecBolePipeline, build_model, sequence_output  # noqa: E402
+from popsteer.models.outputs import sequence_output  # noqa: E402
+from popsteer.models.recbole_adapter import RecBolePipeline, build_model  # noqa: E402
 from popsteer.models.allpos import _window_batches, allpos_loss  # noqa: E402
 from popsteer.models.dropout import use_fast_dropout  # noqa: E402
 

@@ -24,7 +24,8 @@ from shared_data import ml1m_data_dir  # noqa: E402
 
 from popsteer.models.config import SASRecConfig  # noqa: E402
 from popsteer.data import load_dataset  # noqa: E402
-from popsteer.models.recbole_adapter import build_sasrec, sequence_output  # noqa: E402
+from popsteer.models.outputs import sequence_output  # noqa: E402
+from popsteer.models.recbole_adapter import build_sasrec  # noqa: E402
 from popsteer.models.allpos import _window_batches, allpos_loss  # noqa: E402
 from popsteer.models.dropout import FastDropout, use_fast_dropout  # noqa: E402
 

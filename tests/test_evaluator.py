@@ -64,3 +64,31 @@ def test_group_metrics_are_consistent(small_sasrec, ml100k_small):
     parts = np.nan_to_num([m["ndcg_head@10"], m["ndcg_mid@10"], m["ndcg_tail@10"]])
     assert (w * parts).sum() == pytest.approx(m["ndcg@10"], abs=1e-9)
     assert 0 <= m["lt_coverage@10"] <= 1 and 0 <= m["gini@10"] <= 1
+
+
+def test_bias_and_history_masking_equal_a_dense_reference():
+    """rank_topk with an item bias and an excluded-items CSR, dense and chunked, equals torch.topk over
+    x @ E.T + b with the padding and each row's excluded items at -inf; the grid's repeated CSR and
+    a shard's slice address the same rows."""
+    import numpy as np
+    import torch
+
+    from popsteer.eval.evaluator import full_scores, rank_topk, repeat_csr, slice_csr
+
+    g = torch.Generator().manual_seed(0)
+    x, emb, b = torch.randn(37, 8, generator=g), torch.randn(300, 8, generator=g), torch.randn(300, generator=g)
+    rng = np.random.default_rng(0)
+    lens = rng.integers(0, 30, 37)
+    csr = (np.concatenate([[0], np.cumsum(lens)]), rng.integers(1, 300, lens.sum()))
+    ref = (x @ emb.T + b)
+    ref[:, 0] = -torch.inf
+    for u in range(37):
+        ref[u, torch.as_tensor(csr[1][csr[0][u]:csr[0][u + 1]])] = -torch.inf
+    want = torch.topk(ref, 10).indices
+    assert torch.equal(rank_topk(x, emb, 10, batch_size=8, bias=b, exclude=csr), want)
+    assert torch.equal(rank_topk(x, emb, 10, batch_size=8, item_chunk=64, bias=b, exclude=csr), want)
+    assert torch.equal(full_scores(x[5:9], emb, b, csr, 5), ref[5:9])
+    rep = repeat_csr(csr, 5, 9, 3)  # rows (3 x 4): users 5..8 three times
+    assert torch.equal(rank_topk(x[5:9].repeat(3, 1), emb, 10, bias=b, exclude=rep), want[5:9].repeat(3, 1))
+    sl = slice_csr(csr, 10, 20)
+    assert torch.equal(rank_topk(x[10:20], emb, 10, bias=b, exclude=sl), want[10:20])

@@ -179,3 +179,16 @@ def test_pareto_front_and_dominance():
     assert pareto_front(gini, ndcg).tolist() == [0, 1, 3]
     rows = [{"gini@10": g, "ndcg@10": n} for g, n in zip(gini, ndcg)]
     assert dominated_share(rows, rows) == pytest.approx(2 / 5)
+
+
+def test_hand_written_tail_survives_a_rewrite(tmp_path):
+    """Results measured by hand (below the marker) are kept when the report is regenerated."""
+    from popsteer.stages.report import BY_HAND, kept_by_hand
+
+    out = tmp_path / "RESULTS.md"
+    assert kept_by_hand(out) == ""
+    out.write_text("# old generated part\n\n" + BY_HAND + "\n## By hand\n\nfigures\n")
+    tail = kept_by_hand(out)
+    assert tail.lstrip().startswith(BY_HAND) and "## By hand\n\nfigures" in tail and "old generated" not in tail
+    out.write_text("# no marker\n")
+    assert kept_by_hand(out) == ""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from popsteer.util import checkpoint
 from popsteer.errors import PopSteerError
+from popsteer.models.registry import get_model, model_of
 
 
 REPORT_PATTERNS = ("analysis.json", "cohens_d.csv", "row_stats_*.csv", "neuron_top_items.csv",
@@ -79,7 +80,12 @@ def checkpoint_info(meta: dict) -> str:
                  if "ndcg@10" in (metrics.get(split) or {})]
         if "best_epoch" in meta:
             parts.append(f"best epoch {meta['best_epoch']}")
-        return ", ".join([*(parts or ["no metrics recorded"]), f"d={hp.get('hidden_size', UNKNOWN)}"])
+        model = meta.get("model", "sasrec")
+        try:
+            d = get_model(model).d(model_of(meta)[1])
+        except PopSteerError:
+            d = hp.get("hidden_size", UNKNOWN)
+        return ", ".join([model, *(parts or ["no metrics recorded"]), f"d={d}"])
     if meta.get("kind") == "sae":
         cfg, rep = meta.get("sae") or {}, meta.get("report") or {}
         return (f"k={cfg.get('k', UNKNOWN)} s={cfg.get('scale', UNKNOWN)} n={meta.get('n_latents', UNKNOWN)}, "

@@ -13,7 +13,7 @@ import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, split_context
 from popsteer.data import SequenceData
-from popsteer.eval.evaluator import Evaluator
+from popsteer.eval.evaluator import Evaluator, full_scores
 from popsteer.eval.tradeoff import pick_with_fallback, tradeoff
 from popsteer.util.progress import progress
 
@@ -42,8 +42,8 @@ def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_siz
     k = split.evaluator.k
     with torch.no_grad():
         for s in range(0, split.x.shape[0], batch_size):
-            scores = split.x[s : s + batch_size] @ split.item_emb.T  # (B, n_items)
-            scores[:, 0] = -torch.inf
+            ev = split.evaluator
+            scores = full_scores(split.x[s : s + batch_size], split.item_emb, ev.bias, ev.exclude, s)  # (B, n_items)
             out.append(baseline.rerank(scores, split.ctx.rows(slice(s, s + batch_size)), k, **params))
     return torch.cat(out).numpy()
 

@@ -93,6 +93,35 @@ class SequenceData:
             self._cache[which] = (seq, (ends - starts).astype(np.int64), self.items[ends].astype(np.int64))
         return self._cache[which]
 
+    def history_csr(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's items before the split's target, the target itself left out: what RecBole's
+        full ranking masks for a general model (its sampler's used ids minus the positive item).
+
+        Returns CSR ``(indptr (U+1,) int64, items int64)``, users in order.
+        """
+        key = f"history_{which}"
+        if key not in self._cache:
+            back = 2 if which == "valid" else 1
+            ends = self.offsets[1:] - back  # (U,) index of the target
+            target = self.items[ends]
+            owner = np.repeat(np.arange(self.n_users), np.diff(self.offsets))
+            pos = np.arange(len(self.items))
+            keep = (pos < ends[owner]) & (self.items != target[owner])
+            lens = np.bincount(owner[keep], minlength=self.n_users)
+            self._cache[key] = (np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                                self.items[keep].astype(np.int64))
+        return self._cache[key]
+
+    def train_item_counts(self) -> np.ndarray:
+        """Per-item count over every training interaction (a general model's RecBole ``item_counter``:
+        its training set is the interactions themselves, first items included), shape (n_items,)."""
+        if "all_counts" not in self._cache:
+            mask = np.ones(len(self.items), dtype=bool)
+            mask[self.offsets[1:] - 1] = False  # test target
+            mask[self.offsets[1:] - 2] = False  # valid target
+            self._cache["all_counts"] = np.bincount(self.items[mask], minlength=self.n_items).astype(np.int64)
+        return self._cache["all_counts"]
+
     def train_target_counts(self) -> np.ndarray:
         """Per-item count as a training target (RecBole's train ``item_counter``), shape (n_items,)."""
         if "counts" not in self._cache:

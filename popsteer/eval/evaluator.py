@@ -1,8 +1,9 @@
 """Full-ranking evaluation streamed over user batches (and optionally item chunks).
 
-Scores are ``reps @ item_emb.T`` with the padding item masked, exactly as RecBole's
-sequential full-sort evaluation (history not masked). Any representation can be scored:
-SASRec's own, the SAE reconstruction, or a steered one.
+Scores are ``reps @ item_emb.T (+ item_bias)`` with the padding item masked, exactly as RecBole's
+full-sort evaluation: a sequential model's history is not masked; a general model's (LightGCN)
+is, through ``exclude`` (each user's earlier items, ``SequenceData.history_csr``). Any
+representation can be scored: the recommender's own, the SAE reconstruction, or a steered one.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ if TYPE_CHECKING:  # not at run time: scoring processes (evaluator actors) need 
 
 
 def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 256,
-              item_chunk: int | None = None) -> torch.Tensor:
+              item_chunk: int | None = None, bias: torch.Tensor | None = None,
+              exclude: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Top-k item ids per user, padding item 0 excluded.
 
     Args:
         reps: (U, d) user representations. item_emb: (n_items, d), row 0 = padding.
+        bias: (n_items,) the model's item bias (BERT4Rec's ``output_bias``), added to every score.
+        exclude: CSR ``(indptr (U+1,), items)`` of items never ranked for each row (a general
+            model's history, as RecBole masks it).
         item_chunk: score items in chunks of this many and keep a running top-k per user, so
             memory is O(batch x (chunk + k)) instead of O(batch x n_items), per calling thread
             (``evaluate_grid`` runs one per worker).
@@ -47,21 +52,79 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
         x = reps[start : start + batch_size]  # (B, d)
         if dense:
             scores = torch.mm(x, emb_t, out=buf[: len(x)])  # (B, n_items)
+            if bias is not None:
+                scores += bias
             scores[:, 0] = -torch.inf
+            if exclude is not None:
+                _mask_rows(scores, exclude, start, 0)
             out.append(row_topk(scores, k)[1])
             continue
         best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype, device=x.device)
         best_i = torch.zeros((x.shape[0], k), dtype=torch.long, device=x.device)
         for c0 in range(0, n_items, item_chunk):
             scores = x @ item_emb[c0 : c0 + item_chunk].T  # (B, C)
+            if bias is not None:
+                scores += bias[c0 : c0 + item_chunk]
             if c0 == 0:
                 scores[:, 0] = -torch.inf
+            if exclude is not None:
+                _mask_rows(scores, exclude, start, c0)
             v, i = row_topk(scores, min(k, scores.shape[1]))
             cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + c0], 1)
             best_v, top = row_topk(cat_v, k)
             best_i = cat_i.gather(1, top)
         out.append(best_i)
     return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """What a model scores users against: ``x @ emb.T (+ bias)``. RecBole's rules per model type: a
+    ``general`` model (LightGCN) has the user's history masked and its items' popularity counted
+    over every training interaction; a sequential one has neither (popularity: training targets)."""
+
+    emb: torch.Tensor  # (n_items, d), row 0 = padding
+    bias: torch.Tensor | None = None  # (n_items,)
+    general: bool = False
+
+
+def full_scores(x: torch.Tensor, item_emb: torch.Tensor, bias: torch.Tensor | None = None,
+                exclude: tuple[np.ndarray, np.ndarray] | None = None, row0: int = 0) -> torch.Tensor:
+    """Scores (B, n_items) of rows row0.. as ``rank_topk`` ranks them: bias added, padding and excluded items -inf."""
+    scores = x @ item_emb.T
+    if bias is not None:
+        scores += bias
+    scores[:, 0] = -torch.inf
+    if exclude is not None:
+        _mask_rows(scores, exclude, row0, 0)
+    return scores
+
+
+def _mask_rows(scores: torch.Tensor, exclude: tuple[np.ndarray, np.ndarray], row0: int, col0: int) -> None:
+    """scores (B, C) of rows row0.. and items col0..: -inf at each row's excluded items."""
+    indptr, items = exclude
+    lo, hi = indptr[row0], indptr[row0 + scores.shape[0]]
+    cols = items[lo:hi] - col0
+    rows = np.repeat(np.arange(scores.shape[0]), np.diff(indptr[row0 : row0 + scores.shape[0] + 1]))
+    keep = (cols >= 0) & (cols < scores.shape[1])
+    scores[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep]).long()] = -torch.inf
+
+
+def slice_csr(csr: tuple[np.ndarray, np.ndarray] | None, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows lo..hi of a CSR (None stays None)."""
+    if csr is None:
+        return None
+    indptr, items = csr
+    return indptr[lo : hi + 1] - indptr[lo], items[indptr[lo] : indptr[hi]]
+
+
+def repeat_csr(exclude: tuple[np.ndarray, np.ndarray], lo: int, hi: int, times: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows lo..hi of a CSR, the block repeated ``times`` times (the grid's (P, C) rows)."""
+    indptr, items = exclude
+    block = items[indptr[lo] : indptr[hi]]
+    lens = np.diff(indptr[lo : hi + 1])
+    new_ptr = np.concatenate([[0], np.cumsum(np.tile(lens, times))])
+    return new_ptr, np.tile(block, times)
 
 
 @dataclass
@@ -75,15 +138,27 @@ class Evaluator:
     """Users scored per matmul: small batches keep the (batch, n_items) scores in cache (~2x faster here)."""
     item_chunk: int | None = None
     gini_n: int | None = None
+    bias: torch.Tensor | None = None
+    """(n_items,) the model's item bias, or None."""
+    exclude: tuple[np.ndarray, np.ndarray] | None = None
+    """CSR of each user's items never ranked (a general model's history), or None."""
 
     @classmethod
-    def for_split(cls, data: SequenceData, split: str, **kwargs) -> "Evaluator":
+    def for_split(cls, data: SequenceData, split: str, table=None, **kwargs) -> "Evaluator":
+        """The split's evaluator; ``table`` (an ``ItemTable``) brings the model's bias and history masking."""
         _, _, targets = data.split(split)
-        return cls(targets=targets, groups=PopularityGroups.from_counts(data.train_target_counts()), **kwargs)
+        general = table is not None and table.general
+        if table is not None:
+            kwargs.setdefault("bias", table.bias)
+            if general:
+                kwargs.setdefault("exclude", data.history_csr(split))
+        counts = data.train_item_counts() if general else data.train_target_counts()
+        return cls(targets=targets, groups=PopularityGroups.from_counts(counts), **kwargs)
 
     def topk(self, reps: torch.Tensor, item_emb: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            return rank_topk(reps, item_emb, self.k, self.batch_size, self.item_chunk).cpu().numpy()
+            return rank_topk(reps, item_emb, self.k, self.batch_size, self.item_chunk, self.bias,
+                             self.exclude).cpu().numpy()
 
     def metrics_of_topk(self, topk: np.ndarray) -> dict[str, float]:
         g = self.groups

@@ -17,7 +17,7 @@ from popsteer.models.dropout import use_fast_dropout
 from popsteer.models.ema import WeightEMA
 from popsteer.models.encode import evaluate_model
 from popsteer.models.fused_ce import linear_cross_entropy
-from popsteer.models.recbole_adapter import sequence_output
+from popsteer.models.outputs import sequence_output
 from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
 from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator
-from popsteer.models.recbole_adapter import sequence_output
+from popsteer.models.outputs import sequence_output, user_output
+from popsteer.models.registry import spec_for
 from popsteer.util.progress import progress
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters (or, for a table-only model, its buffers) live."""
+    return next(itertools.chain(model.parameters(), model.buffers())).device
 
 
 def encode_users(model: torch.nn.Module, item_seq: np.ndarray, seq_len: np.ndarray, batch_size: int = 256,
                  train_mode: bool = False) -> torch.Tensor:
-    """SASRec's user representation: last-layer output at ``seq_len - 1``, shape (U, d).
+    """The model's user representation x of each sequence, shape (U, d) (``recbole_adapter.user_output``).
 
     ``train_mode`` keeps dropout active (the reference's quirk while training the SAE).
     """
     was_training = model.training
     model.train(train_mode)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     out = []
     with torch.no_grad():
         for s in range(0, len(item_seq), batch_size):
             seq = torch.as_tensor(item_seq[s : s + batch_size]).to(dev)
             ln = torch.as_tensor(seq_len[s : s + batch_size]).to(dev)
-            out.append(model.forward(seq, ln).cpu())  # (B, d)
+            out.append(user_output(model, seq, ln).cpu())  # (B, d)
     model.train(was_training)
     return torch.cat(out)
 
@@ -52,7 +60,7 @@ def encode_windows(model: torch.nn.Module, windows: np.ndarray, take: np.ndarray
     """
     was_training = model.training
     model.train(train_mode)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     out = []
     with torch.no_grad():
         for s in progress(range(0, len(windows), batch_size), desc="encode prefixes", unit="batch", leave=False):
@@ -63,6 +71,10 @@ def encode_windows(model: torch.nn.Module, windows: np.ndarray, take: np.ndarray
 
 
 def evaluate_model(model: torch.nn.Module, data: SequenceData, split: str, k: int = 10, **kw) -> dict[str, float]:
+    spec = spec_for(model)
     seq, ln, _ = data.split(split)
+    if spec.general:  # x by user index (recbole_adapter.user_output)
+        seq, ln = np.arange(data.n_users)[:, None], np.ones(data.n_users, dtype=np.int64)
     reps = encode_users(model, seq, ln)
-    return Evaluator.for_split(data, split, k=k, **kw)(reps, model.item_embedding.weight.detach().cpu())
+    table = spec.item_table({k_: v.detach().cpu() for k_, v in model.state_dict().items()})
+    return Evaluator.for_split(data, split, table, k=k, **kw)(reps, table.emb)

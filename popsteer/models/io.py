@@ -11,6 +11,7 @@ import torch
 from popsteer.data import DataConfig, SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
+from popsteer.models.outputs import UserTable
 from popsteer.models.recbole_adapter import build_model
 from popsteer.models.registry import model_of, spec_for
 from popsteer.util import checkpoint
@@ -46,6 +47,11 @@ def load_recommender(path: str | Path, data: SequenceData | None = None) -> tupl
         if meta["item_tokens"] != data.item_tokens.tolist():
             raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
     spec, hp = model_of(meta, str(path))
+    if spec.general:  # a transductive model is its propagated tables
+        missing = {"user_table", "item_table"} - set(tensors)
+        if missing:
+            raise PopSteerError(f"{path}: no tensor {sorted(missing)[0]!r} ({spec.recbole_class}'s tables)")
+        return UserTable(spec.recbole_class, tensors["user_table"], tensors["item_table"]).eval(), meta
     model = build_model(spec, meta["n_items"], hp)
     try:
         model.load_state_dict(tensors)

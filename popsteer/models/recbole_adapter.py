@@ -25,6 +25,7 @@ import torch
 from popsteer.data.config import DataConfig
 from popsteer.errors import PopSteerError
 from popsteer.models.config import SASRecConfig
+from popsteer.models.outputs import UserTable
 from popsteer.models.registry import MODELS, ModelSpec, get_model
 from popsteer.util.configs import DEFAULT_SEED
 
@@ -32,11 +33,21 @@ from popsteer.util.configs import DEFAULT_SEED
 _SHIMS = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "float": float, "int": int}
 
 
+def _dok_update(self, entries: dict) -> None:
+    """``dok_matrix._update`` (SciPy < 1.12): set entries directly (keys (row, col), no checks)."""
+    self._dict.update(entries)
+
+
 def _apply_numpy_shims() -> None:
-    """RecBole 1.2 uses aliases NumPy 2 removed (np.float_, np.int, ...)."""
+    """RecBole 1.2 uses aliases NumPy 2 removed (np.float_, np.int, ...), and LightGCN's graph
+    builder calls ``dok_matrix._update``, which SciPy 1.12 removed."""
     for name, value in _SHIMS.items():
         if name not in np.__dict__:
             setattr(np, name, value)
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = _dok_update
 
 
 @contextlib.contextmanager
@@ -120,6 +131,9 @@ def build_model(spec: ModelSpec, n_items: int, arch, device: str = "cpu") -> tor
     Args:
         n_items: item ids including padding 0 (RecBole's ``dataset.item_num``).
     """
+    if spec.general:
+        raise PopSteerError(f"{spec.recbole_class} is built from its training graph only "
+                            "(RecBole's trainer, popsteer train-recommender --model " + spec.name + ")")
     cls = _recbole_class(spec)
     with fenced():
         model = cls(_DictConfig(model_config(spec, arch, device)), _CountsOnly(n_items))
@@ -129,40 +143,6 @@ def build_model(spec: ModelSpec, n_items: int, arch, device: str = "cpu") -> tor
 def build_sasrec(n_items: int, hp: SASRecConfig, device: str = "cpu") -> torch.nn.Module:
     """RecBole's SASRec (``build_model`` of the ``sasrec`` entry)."""
     return build_model(MODELS["sasrec"], n_items, hp, device)
-
-
-def sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Tensor:
-    """The user representation after every position of a sequential model (SASRec, GRU4Rec).
-
-    Args:
-        item_seq: (B, L) int64 right-padded item ids.
-    Returns:
-        (B, L, d); position t depends only on items 0..t (causal attention, a forward GRU), so it
-        equals ``model.forward(item_seq[:, :t+1], t+1)`` for any prefix.
-    """
-    name = type(model).__name__
-    if name == "GRU4Rec":
-        out, _ = model.gru_layers(model.emb_dropout(model.item_embedding(item_seq)))  # (B, L, hidden)
-        return model.dense(out)  # (B, L, d)
-    if name != "SASRec":
-        raise PopSteerError(f"no all-position outputs for RecBole's {name}")
-    return _sasrec_sequence_output(model, item_seq)
-
-
-def _sasrec_sequence_output(model: torch.nn.Module, item_seq: torch.Tensor) -> torch.Tensor:
-    """Last-layer output of RecBole's SASRec at every position.
-
-    Args:
-        item_seq: (B, L) int64 right-padded item ids.
-    Returns:
-        (B, L, d); position t depends only on items 0..t (causal attention), so it equals
-        ``model.forward(item_seq[:, :t+1], t+1)`` for any prefix.
-    """
-    position_ids = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0).expand_as(item_seq)
-    x = model.item_embedding(item_seq) + model.position_embedding(position_ids)  # (B, L, d)
-    x = model.dropout(model.LayerNorm(x))
-    mask = model.get_attention_mask(item_seq)  # (B, 1, L, L) causal + padding
-    return model.trm_encoder(x, mask, output_all_encoded_layers=True)[-1]  # (B, L, d)
 
 
 # ---------------------------------------------------------------- RecBole's own pipeline
@@ -187,6 +167,7 @@ def recbole_config_dict(dataset: str, data_path: Path, hp, extra: dict | None = 
         "show_progress": False, "save_dataset": False, "save_dataloaders": False,
         "checkpoint_dir": "saved", "log_wandb": False, "reproducibility": True, "metric_decimal_place": 12,
     })
+    cfg.update(spec.pipeline_keys)
     cfg.update(extra or {})
     return cfg
 
@@ -258,6 +239,20 @@ class RecBolePipeline:
         inter = self.train_data.dataset.inter_feat
         item = self.config["ITEM_ID_FIELD"]
         return inter[item + "_list"], inter["item_length"], inter[item]
+
+    def user_table(self, model: torch.nn.Module, user_tokens: np.ndarray) -> UserTable:
+        """A trained general model's propagated tables, users in the order of ``user_tokens``."""
+        theirs = {t: i for i, t in enumerate(self.user_tokens())}
+        missing = [t for t in user_tokens[:3] if t not in theirs]
+        if missing or len(theirs) - 1 != len(user_tokens):
+            raise PopSteerError("RecBole's users differ from PopSteer's on this dataset")
+        rows = torch.as_tensor([theirs[t] for t in user_tokens])
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            users, items = model.forward()  # (n_users + 1, d), (n_items, d)
+        model.train(was)
+        return UserTable(self.spec.recbole_class, users[rows].cpu(), items.cpu())
 
     def item_tokens(self) -> np.ndarray:
         return np.asarray(self.dataset.field2id_token[self.config["ITEM_ID_FIELD"]]).astype(str)

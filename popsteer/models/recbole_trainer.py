@@ -20,7 +20,9 @@ from popsteer.util.progress import progress
 
 def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec",
                   on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
-    """RecBole's own per-prefix trainer (one sample per prefix), scored by our evaluator."""
+    """RecBole's own trainer (one sample per prefix; BERT4Rec: its masked-item task), scored by our
+    evaluator after every epoch; early stopping on valid NDCG@10, and the time budget, as the
+    all-position trainer."""
     from popsteer.models.recbole_adapter import RecBolePipeline
 
     pipe = RecBolePipeline(data.name, Path(data.source), hp, {
@@ -30,13 +32,18 @@ def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec
             raise PopSteerError("RecBole's item ids differ from PopSteer's on this dataset")
         model = pipe.new_model()
         trainer = pipe.trainer(model)
+
+        def scored() -> torch.nn.Module:  # what PopSteer scores: a general model's propagated tables
+            return pipe.user_table(model, data.user_tokens) if pipe.spec.general else model
+
         best, best_state, history, bad = -math.inf, copy.deepcopy(model.state_dict()), [], 0
-        for epoch in progress(range(cfg.epochs), desc="SASRec (RecBole)", unit="epoch"):
+        start = time.perf_counter()
+        for epoch in progress(range(cfg.epochs), desc=f"{pipe.spec.recbole_class} (RecBole)", unit="epoch"):
             t0 = time.perf_counter()
             loss = pipe.train_epoch(trainer, epoch)
             row = {"epoch": epoch, "train_loss": loss / max(len(pipe.train_data), 1),
                    "train_seconds": time.perf_counter() - t0}
-            row.update({f"valid_{k}": v for k, v in evaluate_model(model, data, "valid").items()})
+            row.update({f"valid_{k}": v for k, v in evaluate_model(scored(), data, "valid").items()})
             if row["valid_ndcg@10"] > best:
                 best, best_state, bad = row["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
                 row["kept"] = "raw"
@@ -47,8 +54,10 @@ def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec
                 on_epoch(epoch, row)
             if bad >= cfg.stopping_step:
                 break
+            if cfg.time_budget_min is not None and time.perf_counter() - start > 60 * cfg.time_budget_min:
+                break
         model.load_state_dict(best_state)
         model.eval()
-        return model, history
+        return scored().eval(), history
     finally:
         pipe.close()

@@ -4,12 +4,15 @@ PopSteer needs of a model only its user representation x, its item table E (and 
 where it has one): scores are ``x @ E.T (+ b)``. An entry names RecBole's class, its
 architecture config (field names are RecBole's config keys, but ``max_len`` =
 ``MAX_ITEM_LIST_LENGTH``), which field is d, and a CI-sized variant. The RecBole adapter builds
-the class and knows each model's all-position outputs (``recbole_adapter.sequence_output``).
+the class; ``popsteer.models.outputs`` reads x from it (``user_output``, ``sequence_output``).
 A recommender checkpoint's header records ``model`` and ``arch``.
 
 Checked (``tests/test_models.py``): ``sasrec`` and ``gru4rec``, both sequential, both scored by
 ``full_sort_predict`` as ``x @ item_embedding.weight.T`` without history masking, both trained by
-the all-position trainer or RecBole's own.
+the all-position trainer or RecBole's own; ``bert4rec`` (bidirectional: RecBole's masked-item
+trainer; x = the output at the appended mask token; scores ``x @ E[:-1].T + output_bias``);
+``lightgcn`` (general and transductive: RecBole's BPR trainer; its checkpoint holds the propagated
+user and item tables, x = the user's row; RecBole masks the user's history when ranking).
 """
 
 from __future__ import annotations
@@ -44,6 +47,60 @@ class GRU4RecConfig:
         return cls(embedding_size=32, hidden_size=64, max_len=20)
 
 
+@dataclass
+class BERT4RecConfig:
+    """BERT4Rec architecture (RecBole's defaults for BERT4Rec)."""
+
+    __pydantic_config__ = CONFIG
+
+    n_layers: int = 2
+    n_heads: int = 2
+    hidden_size: int = 64
+    """Width d of the item embeddings and of the user representation x."""
+    inner_size: int = 256
+    hidden_dropout_prob: float = 0.2
+    attn_dropout_prob: float = 0.2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    mask_ratio: float = 0.2
+    """Share of training positions replaced by the mask token (the cloze task)."""
+    max_len: int = 50
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.n_heads:
+            raise PopSteerError(f"hidden_size {self.hidden_size} is not a multiple of n_heads {self.n_heads}")
+
+    @classmethod
+    def small(cls) -> "BERT4RecConfig":
+        return cls(n_layers=1, n_heads=1, hidden_size=32, inner_size=64, max_len=20)
+
+
+@dataclass
+class LightGCNConfig:
+    """LightGCN architecture (RecBole's defaults for LightGCN)."""
+
+    __pydantic_config__ = CONFIG
+
+    embedding_size: int = 64
+    """Width d of the user and item embeddings."""
+    n_layers: int = 2
+    """Propagation layers; x and E are the mean of the layer outputs."""
+    reg_weight: float = 1e-5
+    require_pow: bool = False
+    max_len: int = 50
+    """Only for the dataset's sequence views (splits are leave-one-out, as for the sequential models)."""
+
+    @classmethod
+    def small(cls) -> "LightGCNConfig":
+        return cls(embedding_size=32, max_len=20)
+
+
+# the batch keys RecBole's mask_itemseq transform writes (read by BERT4Rec.calculate_loss)
+_BERT4REC_KEYS = {"MASK_ITEM_SEQ": "Mask_item_id_list", "POS_ITEMS": "Pos_item_id", "NEG_ITEMS": "Neg_item_id",
+                  "MASK_INDEX": "MASK_INDEX", "transform": "mask_itemseq", "ft_ratio": 0.5}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -54,6 +111,39 @@ class ModelSpec:
     """Its architecture config dataclass (with a ``small()`` CI-sized variant)."""
     d_field: str
     """The architecture field that is d, the width of x and E."""
+    all_positions: bool = True
+    """Its output at every position is that prefix's x (causal): the all-position trainer and
+    windowed prefix encoding apply. Otherwise prefixes are encoded one by one and RecBole trains it."""
+    table_key: str = "item_embedding.weight"
+    """The checkpoint tensor holding E."""
+    drop_last_row: bool = False
+    """E's last row is not an item (BERT4Rec's mask token)."""
+    bias_key: str | None = None
+    """The checkpoint tensor holding the item bias b, if the model has one."""
+    general: bool = False
+    """A general (non-sequential) model: RecBole masks the user's history when ranking, and x is
+    one vector per user (no profile can be encoded: probe with real user groups)."""
+
+    @property
+    def trainers(self) -> tuple[str, ...]:
+        return ("allpos", "recbole") if self.all_positions else ("recbole",)
+
+    @property
+    def default_probe(self) -> str:
+        return "users" if self.general else "synthetic"
+
+    def item_table(self, tensors: dict, source: str = ""):
+        """E (and b) of a checkpoint's tensors, an ``ItemTable``; scores are ``x @ E.T (+ b)``."""
+        from popsteer.eval.evaluator import ItemTable  # torch: not at import (``popsteer status`` stays light)
+
+        for key in (self.table_key, self.bias_key):
+            if key is not None and key not in tensors:
+                raise PopSteerError(f"{source}: no tensor '{key}' ({self.recbole_class}'s item table)")
+        emb = tensors[self.table_key].float()
+        if self.drop_last_row:
+            emb = emb[:-1]
+        bias = tensors[self.bias_key].float() if self.bias_key else None
+        return ItemTable(emb, bias, general=self.general)
 
     def architecture(self, small: bool = False) -> Any:
         return self.arch.small() if small else self.arch()
@@ -64,13 +154,29 @@ class ModelSpec:
     def recbole_keys(self, arch: Any) -> dict:
         """RecBole config keys of the architecture (CE loss over all items)."""
         keys = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch) if f.name != "max_len"}
-        return {**keys, "MAX_ITEM_LIST_LENGTH": arch.max_len, "loss_type": "CE"}
+        return {**keys, **self.extra_keys, "MAX_ITEM_LIST_LENGTH": arch.max_len, "loss_type": "CE"}
+
+    @property
+    def extra_keys(self) -> dict:
+        return _BERT4REC_KEYS if self.recbole_class == "BERT4Rec" else {}
+
+    @property
+    def pipeline_keys(self) -> dict:
+        """RecBole pipeline keys the model needs (a general model's BPR training: one uniform negative)."""
+        if not self.general:
+            return {}
+        return {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
+                                          "dynamic": False, "candidate_num": 0}}
 
 
 MODELS: dict[str, ModelSpec] = {
     "sasrec": ModelSpec("sasrec", "SASRec", "recbole.model.sequential_recommender.sasrec", SASRecConfig, "hidden_size"),
     "gru4rec": ModelSpec("gru4rec", "GRU4Rec", "recbole.model.sequential_recommender.gru4rec", GRU4RecConfig,
                          "embedding_size"),
+    "bert4rec": ModelSpec("bert4rec", "BERT4Rec", "recbole.model.sequential_recommender.bert4rec", BERT4RecConfig,
+                          "hidden_size", all_positions=False, drop_last_row=True, bias_key="output_bias"),
+    "lightgcn": ModelSpec("lightgcn", "LightGCN", "recbole.model.general_recommender.lightgcn", LightGCNConfig,
+                          "embedding_size", all_positions=False, table_key="item_table", general=True),
 }
 
 
@@ -83,7 +189,7 @@ def get_model(name: str) -> ModelSpec:
 
 def spec_for(module) -> ModelSpec:
     """The entry of a built RecBole model (by its class)."""
-    name = type(module).__name__
+    name = getattr(module, "recbole_class", type(module).__name__)
     for spec in MODELS.values():
         if spec.recbole_class == name:
             return spec

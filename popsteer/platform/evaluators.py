@@ -62,14 +62,17 @@ class GridEvaluator:
         return os.getpid()
 
     def score(self, sae_path: str, deltas: np.ndarray, item_emb: np.ndarray, x: np.ndarray, lo: int, hi: int,
-              k: int) -> dict:
-        """Top-k lists of users ``x[lo:hi]``: {"pid", "lists": {"sasrec", "sae", "points"}}."""
+              k: int, bias: np.ndarray | None = None, exclude: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        """Top-k lists of users ``x[lo:hi]``: {"pid", "lists": {"sasrec", "sae", "points"}}.
+        ``exclude``: the split's CSR over all its users (sliced here)."""
+        from popsteer.eval.evaluator import slice_csr
         from popsteer.sae.io import load_sae
         from popsteer.steering.grid import score_users
 
         if sae_path not in self._saes:
             self._saes[sae_path] = load_sae(sae_path)[0]
-        lists = score_users(self._saes[sae_path], _tensor(x)[lo:hi], _tensor(item_emb), k, _tensor(deltas))
+        lists = score_users(self._saes[sae_path], _tensor(x)[lo:hi], _tensor(item_emb), k, _tensor(deltas),
+                            bias=None if bias is None else _tensor(bias), exclude=slice_csr(exclude, lo, hi))
         return {"pid": os.getpid(), "lists": lists}
 
 
@@ -108,11 +111,14 @@ class EvaluatorPool:
         # put once, read zero-copy by every actor of a node; held until the last task is done
         item_ref, delta_ref = ray.put(job.item_emb.numpy()), ray.put(job.deltas.numpy())
         x_refs = {s: ray.put(np.ascontiguousarray(x)) for s, x in job.x.items()}
+        bias_ref = None if job.bias is None else ray.put(job.bias.numpy())
+        ex_refs = {s: ray.put(c) for s, c in job.exclude.items()}
         tasks = self.shards({s: len(x) for s, x in job.x.items()})
 
         def submit(i: int, actor) -> object:
             t = tasks[i]
-            return actor.score.remote(job.sae_path, delta_ref, item_ref, x_refs[t.split], t.lo, t.hi, job.k)
+            return actor.score.remote(job.sae_path, delta_ref, item_ref, x_refs[t.split], t.lo, t.hi, job.k, bias_ref,
+                                      ex_refs.get(t.split))
 
         pending = {submit(i, self.actors[i % len(self.actors)]): (i, 0) for i in range(len(tasks))}
         results: dict[int, dict] = {}

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from popsteer.data import SequenceData, load_dataset
 from popsteer.models.io import data_config
-from popsteer.models.registry import model_of
+from popsteer.models.registry import ModelSpec, model_of
 from popsteer.platform.spec import SweepSpec
 from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
-from popsteer.stages.encode import analysis_parts, training_parts
+from popsteer.stages.analysis import probe_parts
+from popsteer.stages.encode import training_parts
 from popsteer.stages.encoded import Encodings, Part
 from popsteer.util import checkpoint
 from popsteer.util.safepaths import base_roots
@@ -105,9 +106,11 @@ def load_data(spec: SweepSpec, rec: dict) -> SequenceData:
 # ------------------------------------------------------------------ encode
 
 
-def sweep_parts(spec: SweepSpec, max_len: int) -> list[Part]:
-    """Every part a sweep's stages read: the SAE's inputs, the test users and the analysis' profiles."""
-    return [*training_parts(spec.encode, max_len), Part("test"), *analysis_parts(spec.encode.profile_seed)]
+def sweep_parts(spec: SweepSpec, max_len: int, model: ModelSpec) -> list[Part]:
+    """Every part a sweep's stages read: the SAE's inputs, the test users and the analysis' profiles
+    (a general model's analysis reads only its users)."""
+    return [*training_parts(spec.encode, max_len), Part("test"),
+            *probe_parts(model.default_probe, model.general, spec.encode.profile_seed)]
 
 
 def encode_step(spec: SweepSpec, rec: dict, data: SequenceData) -> dict:
@@ -115,7 +118,7 @@ def encode_step(spec: SweepSpec, rec: dict, data: SequenceData) -> dict:
     from popsteer.stages.encode import ensure_encoded
 
     e = spec.encode
-    parts = sweep_parts(spec, rec["max_len"])
+    parts = sweep_parts(spec, rec["max_len"], model_of(checkpoint.read_meta(rec["checkpoint"]), rec["checkpoint"])[0])
     store = ensure_encoded(rec["checkpoint"], data, parts, spec.encoded_root, e,
                            RayDataEncoder(e.actors, e.cpus_per_actor, e.gpus_per_actor))
     return {"encoded_dir": str(store.folder), "parts": {p.name: store.manifest(p) for p in parts}}
@@ -193,13 +196,12 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
 def _baselines_task(spec: SweepSpec, rec: dict, encoded_dir: str, data: SequenceData) -> dict:
     import torch
 
-    from popsteer.eval.evaluator import Evaluator
     from popsteer.stages.baselines import baselines_dir, tune_baselines
     from popsteer.stages.context import load_base
 
     base = load_base(rec["checkpoint"], workspace(spec), spec.encode, data)
     encodings = Encodings(encoded_dir)
-    base_valid = Evaluator.for_split(data, "valid")(torch.from_numpy(encodings.read("valid")), base.item_emb)
+    base_valid = base.evaluator("valid")(torch.from_numpy(encodings.read("valid")), base.item_emb)
     methods = tune_baselines(base, spec.stages.baselines, base_valid, encodings=encodings)
     return {"folder": str(baselines_dir(base)),
             "picks": {name: {"params": m["params"], "test": m["test"]} for name, m in methods.items()}}

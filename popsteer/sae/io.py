@@ -19,9 +19,10 @@ from popsteer.util import checkpoint
 
 def sae_meta(*, dataset: str, d: int, cfg: SAEConfig, base: str | Path, base_sha256: str, prefix_stride: int,
              train_mode_quirk: bool, report: dict, history: list[dict], train_minutes: float,
-             extra: dict | None = None) -> dict:
+             extra: dict | None = None, base_model: str = "sasrec") -> dict:
     """The header of an SAE checkpoint (the one place its keys are written)."""
-    return {"kind": "sae", "dataset": dataset, "d": d, "n_latents": cfg.hidden(d), "sae": asdict(cfg),
+    return {"kind": "sae", "dataset": dataset, "base_model": base_model, "d": d, "n_latents": cfg.hidden(d),
+            "sae": asdict(cfg),
             "base_checkpoint": str(Path(base).resolve()), "base_sha256": base_sha256,
             "sasrec_train_mode_quirk": bool(train_mode_quirk), "prefix_stride": int(prefix_stride),
             "report": report, "history": history, "train_minutes": train_minutes,

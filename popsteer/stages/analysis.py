@@ -1,4 +1,5 @@
-"""Stage 4, analysis: Cohen's d of every SAE neuron from the encoded popular / unpopular profiles.
+"""Stage 4, analysis: Cohen's d of every SAE neuron from the encoded popular / unpopular profiles,
+or (``--probe users``) from the real users with the most and the least popular histories.
 
 Writes the SAE's results folder (``popsteer.steering.results``) and, as the seed does, the
 same CSVs to ``<data-dir>/<dataset>/``. The CLI calls ``analyze`` in this process; a sweep
@@ -15,13 +16,21 @@ import numpy as np
 from popsteer.data import SequenceData
 from popsteer.stages.config import AnalysisConfig
 from popsteer.stages.context import load_sae_context
+from popsteer.errors import PopSteerError
 from popsteer.stages.encode import Encoder, analysis_parts
-from popsteer.stages.encoded import Encodings
+from popsteer.stages.encoded import Encodings, Part
 from popsteer.steering import results
-from popsteer.steering.analysis import neuron_analysis, top_items_per_neuron
+from popsteer.steering.analysis import neuron_analysis, top_items_per_neuron, user_groups
 from popsteer.util import checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def probe_parts(probe: str, general: bool, seed: int) -> list[Part]:
+    """The encoded parts an analysis reads: synthetic profiles and one-item profiles, or the users."""
+    if probe == "synthetic":
+        return analysis_parts(seed)
+    return [Part("valid")] + ([] if general else [Part("items")])
 
 
 @dataclass
@@ -37,14 +46,27 @@ def analyze(cfg: AnalysisConfig, *, data: SequenceData | None = None, encodings:
             encoder: Encoder | None = None) -> AnalysisResult:
     """Analyse the SAE of ``cfg.ref``; ``data`` / ``encodings`` skip loading and encoding when given."""
     ctx = load_sae_context(cfg.ref, data)
-    parts = analysis_parts(cfg.seed)
+    spec = ctx.base.model
+    probe = spec.default_probe if cfg.probe == "auto" else cfg.probe
+    if probe == "synthetic" and spec.general:
+        raise PopSteerError(f"{spec.recbole_class} cannot encode synthetic profiles (a transductive model): "
+                            "use --probe users")
+    parts = probe_parts(probe, spec.general, cfg.seed)
     encodings = encodings or ctx.base.encodings(parts, encoder)
     sae = ctx.sae
-    d, pop, unpop = neuron_analysis(sae, encodings.read(parts[0]), encodings.read(parts[1]))
-    top = top_items_per_neuron(sae, encodings.read(parts[2]), ctx.data.item_tokens, cfg.top_items)
+    if probe == "users":  # the users' own x (their history before the validation target)
+        x_users = encodings.read(Part("valid"))
+        top_u, bottom_u = user_groups(ctx.data, cfg.user_share)
+        d, pop, unpop = neuron_analysis(sae, x_users[top_u], x_users[bottom_u])
+    else:
+        d, pop, unpop = neuron_analysis(sae, encodings.read(parts[0]), encodings.read(parts[1]))
+    # the items that activate a neuron most: one-item profiles; a general model's item rows of E instead
+    x_items = ctx.base.item_emb[1:].numpy() if spec.general else encodings.read(Part("items"))
+    top = top_items_per_neuron(sae, x_items, ctx.data.item_tokens, cfg.top_items)
     summary = {"sae_checkpoint": str(ctx.path.resolve()), "sae_sha256": checkpoint.file_sha256(ctx.path),
                "n_neurons": int(len(d)), "n_positive": int((d > 0).sum()),
-               "median_abs_d": float(np.median(np.abs(d))), "profiles_per_group": pop.count, "seed": cfg.seed}
+               "median_abs_d": float(np.median(np.abs(d))), "profiles_per_group": pop.count, "seed": cfg.seed,
+               "probe": probe, **({"user_share": cfg.user_share} if probe == "users" else {})}
     files = results.write_analysis(ctx.results_dir, d, pop, unpop, top, summary)
     if cfg.seed_copy:
         results.write_analysis(results.seed_dir(ctx.base.where.data_dir, ctx.data.name), d, pop, unpop, top, summary)

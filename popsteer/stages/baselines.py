@@ -20,7 +20,6 @@ import torch
 from popsteer.baselines import BASELINES, Baseline
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, tune_baseline
-from popsteer.eval.evaluator import Evaluator
 from popsteer.stages.config import SPLITS, BaselinesConfig
 from popsteer.stages.context import BaseContext
 from popsteer.stages.encoded import Encodings, Part
@@ -74,7 +73,7 @@ def tune_baselines(base: BaseContext, cfg: BaselinesConfig, base_valid: dict, *,
         log.info("baselines reused from %s", folder)
         return found
     encodings = encodings or base.encodings([Part(s) for s in SPLITS])
-    split = {s: ScoredSplit.of(torch.from_numpy(encodings.read(s)), base.item_emb, Evaluator.for_split(base.data, s),
+    split = {s: ScoredSplit.of(torch.from_numpy(encodings.read(s)), base.item_emb, base.evaluator(s),
                                base.data, s) for s in SPLITS}
     out = {}
     for b in methods:

@@ -76,7 +76,7 @@ class RecommenderConfig:
     dataset: str = "ml-100k"
     """Dataset name: <data-dir>/<dataset>/<dataset>.inter (ml-100k is embedded)."""
     model: str = "sasrec"
-    """The base recommender (popsteer.models.registry): sasrec or gru4rec."""
+    """The base recommender (popsteer.models.registry): sasrec, gru4rec, bert4rec or lightgcn."""
     small: bool = False
     """A CI-sized model (SASRec: 1 layer, 1 head, hidden 32, inner 64; GRU4Rec: d 32, hidden 64; max length 20)."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -143,17 +143,26 @@ class SAERef:
 
 @dataclass
 class AnalysisConfig:
-    """Stage 4: Cohen's d of every SAE neuron from synthetic popular / unpopular profiles."""
+    """Stage 4: Cohen's d of every SAE neuron from a popular and an unpopular group of inputs."""
 
     __pydantic_config__ = CONFIG
 
     ref: SAERef
     seed: int = DEFAULT_SEED
     """Seed of the synthetic profiles (popular: seed, unpopular: seed + 1)."""
+    probe: Literal["auto", "synthetic", "users"] = "auto"
+    """synthetic: popular-only vs unpopular-only profiles; users: the real users whose history has the
+    highest vs the lowest mean item popularity; auto: synthetic where the model can encode a profile."""
+    user_share: float = 0.1
+    """--probe users: the share of users in each group (top and bottom)."""
     top_items: int = 10
     """Items kept per neuron in neuron_top_items.csv (those whose one-item profile activates it most)."""
     seed_copy: bool = True
     """Also write the seed's files (cohens_d.csv, row_stats_*.csv) to <data-dir>/<dataset>/."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.user_share <= 0.5:
+            raise PopSteerError(f"user_share must be in (0, 0.5], got {self.user_share}")
 
 
 @dataclass
@@ -286,3 +295,5 @@ class PipelineConfig:
     """Alpha of the steering point reported on test."""
     seed: int = DEFAULT_SEED
     """Seed of the recommender's training and of the analysis' synthetic profiles."""
+    probe: Literal["auto", "synthetic", "users"] = "auto"
+    """How the analysis finds popularity neurons (AnalysisConfig.probe)."""

@@ -16,6 +16,7 @@ import torch
 
 from popsteer.data import SequenceData, load_dataset
 from popsteer.errors import PopSteerError
+from popsteer.eval.evaluator import Evaluator, ItemTable
 from popsteer.models.io import data_config
 from popsteer.models.registry import ModelSpec, model_of
 from popsteer.sae.io import load_sae
@@ -28,9 +29,6 @@ from popsteer.steering.steer import NeuronScores
 from popsteer.util import checkpoint
 from popsteer.util.safepaths import base_roots, check_inside
 
-ITEM_TABLE = "item_embedding.weight"
-
-
 @dataclass
 class BaseContext:
     """A recommender checkpoint, its dataset and its item table."""
@@ -38,14 +36,23 @@ class BaseContext:
     path: Path
     meta: dict
     data: SequenceData
-    item_emb: torch.Tensor  # (n_items, d), row 0 = padding
+    table: ItemTable
     model: ModelSpec
     where: Workspace
     encode: EncodeConfig
 
     @property
+    def item_emb(self) -> torch.Tensor:
+        """(n_items, d), row 0 = padding."""
+        return self.table.emb
+
+    @property
     def d(self) -> int:
         return int(self.item_emb.shape[1])
+
+    def evaluator(self, split: str, **kwargs) -> Evaluator:
+        """The split's evaluator with this model's item bias and history rule."""
+        return Evaluator.for_split(self.data, split, self.table, **kwargs)
 
     def encodings(self, parts: list[Part], executor: Encoder | None = None) -> Encodings:
         """The base's encoded parts (computed where missing)."""
@@ -65,10 +72,8 @@ def load_base(path: str | Path, where: Workspace, encode: EncodeConfig | None = 
         raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
     if meta["item_tokens"] != data.item_tokens.tolist():
         raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
-    if ITEM_TABLE not in tensors:
-        raise PopSteerError(f"{path}: no tensor '{ITEM_TABLE}' (the item table)")
-    return BaseContext(path, meta, data, tensors[ITEM_TABLE].float(), model_of(meta, str(path))[0], where,
-                       encode or EncodeConfig())
+    spec = model_of(meta, str(path))[0]
+    return BaseContext(path, meta, data, spec.item_table(tensors, str(path)), spec, where, encode or EncodeConfig())
 
 
 @dataclass
@@ -113,4 +118,8 @@ def load_sae_context(ref: SAERef, data: SequenceData | None = None) -> SAEContex
     if ref.dataset and ref.dataset != meta["dataset"]:
         raise PopSteerError(f"{path} is an SAE of dataset '{meta['dataset']}', not '{ref.dataset}'")
     base = load_base(base_of(path, meta, ref.where), ref.where, ref.encode, data)
+    if meta.get("base_model", base.model.name) != base.model.name:
+        raise PopSteerError(f"{path} is an SAE of a {meta['base_model']} model, its base is {base.model.name}")
+    if int(meta["d"]) != base.d:
+        raise PopSteerError(f"{path} has d={meta['d']}, its base's item table d={base.d}")
     return SAEContext(path, sae, meta, base)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from popsteer.data import SequenceData
+from popsteer.errors import PopSteerError
 from popsteer.eval.popularity import PopularityGroups
 from popsteer.models.registry import model_of
 from popsteer.stages.config import EncodeConfig
@@ -38,13 +39,25 @@ WINDOW_BATCH_CPU = 512
 """Windows per all-position forward pass on a CPU (as ``encode_prefixes``)."""
 
 
-def part_inputs(part: Part, data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
+def part_inputs(part: Part, data: SequenceData, all_positions: bool = True,
+                general: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A part's inputs, exactly as the single-process code builds them.
 
     train: ``(windows (W, L), take (W, L) bool)`` from ``data.train_windows(stride)``: one output
-    row per taken position, in (user, position) order. Others: ``(item_seq (N, L), seq_len (N,))``,
-    one output row per sequence.
+    row per taken position, in (user, position) order; for a model without causal all-position
+    outputs (BERT4Rec), RecBole's training prefixes one by one (same rows, same order, exact).
+    Others: ``(item_seq (N, L), seq_len (N,))``, one output row per sequence. A general model
+    (``general``: x is one vector per user) encodes train, valid and test as every user, by index
+    (``(users (U, 1), ones)``), and no profile.
     """
+    if general:
+        if part.kind not in ("train", "valid", "test"):
+            raise PopSteerError(f"a general (transductive) model cannot encode {part.kind} profiles: "
+                                "probe with real user groups (--probe users)")
+        return np.arange(data.n_users, dtype=np.int64)[:, None], np.ones(data.n_users, dtype=np.int64)
+    if part.kind == "train" and not all_positions:
+        seq, ln, _ = data.train_prefix_pairs()
+        return seq, ln
     if part.kind == "train":
         windows, targets = data.train_windows(part.stride)
         return windows, targets > 0
@@ -188,7 +201,7 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
     store = Encodings.of(root, data.name, sha)
     todo = {}
     for part in dict.fromkeys(parts):
-        inputs = part_inputs(part, data)
+        inputs = part_inputs(part, data, spec.all_positions, spec.general)
         expected = {"format": FORMAT, "checkpoint_sha256": sha, "inputs_sha256": inputs_digest(inputs),
                     "dataset": data.name, "max_len": data.max_len, "d": d, "part": part.name,
                     "rows": output_rows(inputs)}

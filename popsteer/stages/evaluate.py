@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from popsteer.eval.evaluator import Evaluator
 from popsteer.sae.train import sae_report
 from popsteer.stages.config import EvaluateConfig, SAERef
 from popsteer.stages.context import load_base, load_sae_context
@@ -25,7 +24,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     else:
         base, sae = load_base(cfg.path, cfg.where, cfg.encode), None
     x = torch.from_numpy(base.encodings([Part(cfg.split)]).read(cfg.split))  # (U, d)
-    ev = Evaluator.for_split(base.data, cfg.split)
+    ev = base.evaluator(cfg.split)
     out = {"checkpoint": str(cfg.path), "kind": kind, "dataset": base.data.name, "split": cfg.split,
            "users": int(len(x)), "sasrec": ev(x, base.item_emb)}
     if sae is not None:

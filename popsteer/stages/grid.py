@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,7 @@ import torch
 
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
-from popsteer.eval.evaluator import Evaluator
+
 from popsteer.eval.tradeoff import pick_index, tradeoff
 from popsteer.report.plots import grid_tradeoff
 from popsteer.sae.model import TopKSAE
@@ -51,6 +51,9 @@ class GridJob:
     item_emb: torch.Tensor  # (n_items, d)
     x: dict[str, np.ndarray]  # split -> (U, d) user representations
     k: int = K
+    bias: torch.Tensor | None = None  # (n_items,) the model's item bias
+    exclude: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """split -> CSR of each user's items never ranked (a general model's history)."""
 
 
 class GridExecutor(Protocol):
@@ -62,7 +65,8 @@ class LocalGrid:
     """All users of each split in this process (threads over user chunks)."""
 
     def topk_lists(self, job: GridJob) -> dict[str, dict[str, np.ndarray]]:
-        return {split: score_users(job.sae, torch.from_numpy(x), job.item_emb, job.k, job.deltas)
+        return {split: score_users(job.sae, torch.from_numpy(x), job.item_emb, job.k, job.deltas,
+                                   bias=job.bias, exclude=job.exclude.get(split))
                 for split, x in job.x.items()}
 
 
@@ -143,11 +147,14 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
     for s in splits:
         memory.check_fits(f"the steering grid of {len(points)} points on {len(x[s]):,} {s} users",
                           memory.grid_bytes(len(x[s]), ctx.sae.n, len(points), K, ctx.data.n_items))
-    job = GridJob(str(ctx.path), ctx.sae, point_deltas(scores, points, cfg.grid.swap_sigma), ctx.base.item_emb, x)
+    table = ctx.base.table
+    exclude = {s: ctx.data.history_csr(s) for s in splits} if table.general else {}
+    job = GridJob(str(ctx.path), ctx.sae, point_deltas(scores, points, cfg.grid.swap_sigma), table.emb, x,
+                  bias=table.bias, exclude=exclude)
     lists = (executor or LocalGrid()).topk_lists(job)
     rows, baselines = {}, {}
     for s in splits:
-        ev = Evaluator.for_split(ctx.data, s, k=K)
+        ev = ctx.base.evaluator(s, k=K)  # the model's popularity counts (metrics of lists only)
         baselines[s] = {name: ev.metrics_of_topk(lists[s][name]) for name in ("sasrec", "sae")}
         rows[s] = [{"num_neurons": p.num_neurons, "alpha": p.alpha, **ev.metrics_of_topk(lists[s]["points"][i])}
                    for i, p in enumerate(points)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from popsteer.data import load_dataset
+from popsteer.models.registry import get_model
 from popsteer.stages.analysis import analyze
 from popsteer.stages.config import AnalysisConfig, GridStageConfig, PipelineConfig, SAERef, SAEStageConfig, SteerConfig
 from popsteer.stages.recommender import train_recommender
@@ -19,14 +20,14 @@ from popsteer.steering.steer import check_strength
 def pipeline(cfg: PipelineConfig) -> dict:
     """Run every stage; bad SAE or steering settings are refused before the recommender trains, not after."""
     rec_cfg = dataclasses.replace(cfg.recommender, train=dataclasses.replace(cfg.recommender.train, seed=cfg.seed))
-    cfg.sae.hidden(rec_cfg.architecture().hidden_size)
+    cfg.sae.hidden(get_model(rec_cfg.model).d(rec_cfg.architecture()))
     check_strength(cfg.num_neurons, cfg.alpha)
     where = rec_cfg.where
     rec = train_recommender(rec_cfg)
     data = load_dataset(rec_cfg.dataset, where.data_dir, max_len=rec_cfg.architecture().max_len, cfg=rec_cfg.data)
     sae = train_sae(SAEStageConfig(base=rec.checkpoint, sae=cfg.sae, where=where), data=data)
     ref = SAERef(path=sae.checkpoint, dataset=data.name, where=where)
-    analysis = analyze(AnalysisConfig(ref, seed=cfg.seed), data=data)
+    analysis = analyze(AnalysisConfig(ref, seed=cfg.seed, probe=cfg.probe), data=data)
     n = analysis.summary["n_neurons"]
     steered = steer(SteerConfig(ref, num_neurons=min(cfg.num_neurons, n), alpha=cfg.alpha), data=data)
     tuned = tune_steering(GridStageConfig(ref), data=data)

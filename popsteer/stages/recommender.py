@@ -66,10 +66,14 @@ def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> 
         raise PopSteerError(f"--device {train.device}: no CUDA GPU is available on this machine")
     data = load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len, cfg=cfg.data)
     out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, recommender_stem(data.name, cfg.model))
+    spec = get_model(cfg.model)
+    if train.trainer not in spec.trainers:
+        log.info("%s has no causal all-position outputs: trained by RecBole's own trainer", spec.recbole_class)
+        train = dataclasses.replace(train, trainer="recbole")
     t0 = time.perf_counter()
     if train.trainer == "allpos":
         torch.manual_seed(train.seed)
-        model, history = train_allpos(build_model(get_model(cfg.model), data.n_items, hp), data, train)
+        model, history = train_allpos(build_model(spec, data.n_items, hp), data, train)
     else:
         model, history = train_recbole(data, hp, train, cfg.model)
     minutes = (time.perf_counter() - t0) / 60

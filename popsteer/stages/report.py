@@ -101,6 +101,19 @@ def log_to_mlflow(files: list[Path], results: list[dict]) -> str | None:
         raise PopSteerError(f"MLflow logging failed (the report is written): {str(exc).splitlines()[0]}") from None
 
 
+BY_HAND = "<!-- by hand: everything below this line is kept when popsteer report rewrites the file -->"
+
+
+def kept_by_hand(out: Path) -> str:
+    """The hand-written tail of an existing report (from the ``BY_HAND`` marker on), or ''."""
+    try:
+        text = Path(out).read_text()
+    except OSError:
+        return ""
+    i = text.find(BY_HAND)
+    return "" if i < 0 else "\n\n" + text[i:]
+
+
 def report(cfg: ReportConfig) -> dict:
     """Build the report of every SAE of ``cfg`` (one section each) and write it with its plots."""
     out = Path(cfg.out)
@@ -126,7 +139,7 @@ def report(cfg: ReportConfig) -> dict:
             "popularity calibration over the top-100), random re-ranking of the top-m (seed "
             f"{cfg.seed})." + (" **Tiny settings** (trimmed grids): a structural check, not the paper's numbers."
                                if cfg.tiny else ""), ""]
-    write_text(out, "\n".join(head + sections + closing_note(results)))
+    write_text(out, "\n".join(head + sections + closing_note(results)) + kept_by_hand(out))
     log.info("wrote %s and %d figure(s)", out, len(results))
     run_id = log_to_mlflow(files, results) if cfg.mlflow else None
     return {"report": str(out), "files": [str(f) for f in files[1:]], "mlflow_run": run_id,

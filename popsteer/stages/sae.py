@@ -17,7 +17,6 @@ import torch
 
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
-from popsteer.eval.evaluator import Evaluator
 from popsteer.sae.io import sae_meta, save_sae
 from popsteer.sae.train import sae_report
 from popsteer.sae.train import train_sae as fit_sae
@@ -76,7 +75,7 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     torch.manual_seed(cfg.sae.seed)
     sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch)
     report = sae_report(sae, x_valid)
-    ev = Evaluator.for_split(base.data, "valid")
+    ev = base.evaluator("valid")
     with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
         report["valid_ndcg@10_sasrec"] = ev(x_valid.cpu(), base.item_emb)["ndcg@10"]
         report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
@@ -85,7 +84,7 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
                                                                                     cfg.sae.scale, base.model.recbole_class))
     meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=checkpoint.file_sha256(base.path),
                     prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
-                    history=history, train_minutes=minutes, extra=extra_meta)
+                    history=history, train_minutes=minutes, extra=extra_meta, base_model=base.model.name)
     save_sae(out, sae.cpu(), meta)
     log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
              report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],

@@ -1,6 +1,6 @@
-"""Neuron analysis (docs/METHOD.md §3): synthetic popular-only and unpopular-only profiles,
-SAE pre-activations of their encoded representations, per-neuron mean / population SD per
-group, and Cohen's d.
+"""Neuron analysis (docs/METHOD.md §3): synthetic popular-only and unpopular-only profiles
+(or real user groups, ``user_groups``), SAE pre-activations of their encoded representations,
+per-neuron mean / population SD per group, and Cohen's d.
 """
 
 from __future__ import annotations
@@ -21,6 +21,24 @@ def profile_lengths(data: SequenceData) -> np.ndarray:
     A user's training sequence is every item before its validation target.
     """
     return np.minimum(data.lengths - 2, data.max_len).astype(np.int64)
+
+
+def user_groups(data: SequenceData, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The real-user probe (the extended paper's, for models that cannot encode a profile).
+
+    A user's popularity is the mean, over the items of its training history (everything
+    before its validation target), of their training counts. Returns the indices of the
+    ``share`` of users with the highest and of those with the lowest (each sorted; ties by
+    user order), at least one user each.
+    """
+    counts = data.train_target_counts().astype(np.float64)  # (n_items,)
+    owner = np.repeat(np.arange(data.n_users), data.lengths)  # (N,)
+    keep = np.arange(len(data.items)) < np.repeat(data.offsets[1:] - 2, data.lengths)
+    n_hist = np.bincount(owner[keep], minlength=data.n_users)
+    mean = np.bincount(owner[keep], weights=counts[data.items[keep]], minlength=data.n_users) / np.maximum(n_hist, 1)
+    n = max(1, int(round(share * data.n_users)))
+    order = np.argsort(mean, kind="stable")  # ascending popularity
+    return np.sort(order[-n:]), np.sort(order[:n])
 
 
 def synthetic_profiles(lengths: np.ndarray, item_set: np.ndarray, max_len: int, seed: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from popsteer.eval.evaluator import Evaluator, rank_topk
+from popsteer.eval.evaluator import Evaluator, rank_topk, repeat_csr
 from popsteer.steering.candidates import CandidateTopK
 from popsteer.util.progress import progress
 from popsteer.steering.steer import NeuronScores, steer_preactivations, steered_reconstruction, steering_delta
@@ -51,7 +51,8 @@ def grid_points(n_hidden: int, ns=DEFAULT_NS, alphas=DEFAULT_ALPHAS) -> list[Gri
 
 
 def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: int, deltas: torch.Tensor,
-              user_chunk: int = 256, workers: int | None = None) -> np.ndarray:
+              user_chunk: int = 256, workers: int | None = None, bias: torch.Tensor | None = None,
+              exclude: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Every point's top-k lists, (P, U, k) int32. h: (U, n) cached pre-activations; deltas: (P, n).
 
     Batched: users are taken ``user_chunk`` at a time and every point is evaluated on the
@@ -61,6 +62,7 @@ def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: 
     single-threaded: most per-chunk ops are too small for torch's own intra-op threads.
     A user's lists depend on its own row only, so any split of the users into shards gives
     the same lists (exactly ``evaluate_point``'s: same ops per row, in the same order).
+    ``bias`` and ``exclude`` (CSR over the users of h) are ``rank_topk``'s.
     """
     n_users, P = h.shape[0], deltas.shape[0]
     topk = np.empty((P, n_users, k), dtype=np.int32)  # (P, U, k) item ids
@@ -76,7 +78,9 @@ def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: 
             else:  # every point ranks only the chunk's candidate columns
                 values, indices = CandidateTopK(hc, deltas, sae.k)(deltas)  # (P, C, K)
             x_hat = sae.decode_sparse(values.reshape(-1, sae.k), indices.reshape(-1, sae.k))  # (P C, d)
-            topk[:, s : s + user_chunk] = rank_topk(x_hat, item_emb, k).numpy().reshape(P, len(hc), k)
+            ex = None if exclude is None else repeat_csr(exclude, s, s + len(hc), P)  # rows (P C)
+            topk[:, s : s + user_chunk] = rank_topk(x_hat, item_emb, k, bias=bias, exclude=ex).numpy().reshape(
+                P, len(hc), k)
 
     workers = max(1, min(workers or torch.get_num_threads(), len(starts)))
     bar = progress(total=len(starts), desc="steering grid", unit="chunk", leave=False)
@@ -100,23 +104,26 @@ def point_deltas(scores: NeuronScores, points: list[GridPoint], swap_sigma: bool
 
 
 def score_users(sae: torch.nn.Module, x: torch.Tensor, item_emb: torch.Tensor, k: int, deltas: torch.Tensor,
-                workers: int | None = None) -> dict[str, np.ndarray]:
+                workers: int | None = None, bias: torch.Tensor | None = None,
+                exclude: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The grid's work on one shard of users x (U, d): the top-k lists of the recommender itself
     (``sasrec``, (U, k)), of the unsteered SAE reconstruction (``sae``, (U, k)) and of every
-    steered point (``points``, (P, U, k)). Metrics come after the shards are put together."""
+    steered point (``points``, (P, U, k)). Metrics come after the shards are put together.
+    ``exclude``: CSR over the users of x."""
     with torch.no_grad():
         h = sae.preact(x)  # (U, n)
         recon = sae.decode(sae.encode(h))  # (U, d)
-        return {"sasrec": rank_topk(x, item_emb, k).numpy().astype(np.int32),
-                "sae": rank_topk(recon, item_emb, k).numpy().astype(np.int32),
-                "points": grid_topk(sae, h, item_emb, k, deltas, workers=workers)}
+        return {"sasrec": rank_topk(x, item_emb, k, bias=bias, exclude=exclude).numpy().astype(np.int32),
+                "sae": rank_topk(recon, item_emb, k, bias=bias, exclude=exclude).numpy().astype(np.int32),
+                "points": grid_topk(sae, h, item_emb, k, deltas, workers=workers, bias=bias, exclude=exclude)}
 
 
 def evaluate_grid(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator,
                   scores: NeuronScores, points: list[GridPoint], swap_sigma: bool = False,
                   user_chunk: int = 256, workers: int | None = None) -> list[dict]:
     """One metric row per grid point over all users of h (U, n)."""
-    topk = grid_topk(sae, h, item_emb, evaluator.k, point_deltas(scores, points, swap_sigma), user_chunk, workers)
+    topk = grid_topk(sae, h, item_emb, evaluator.k, point_deltas(scores, points, swap_sigma), user_chunk, workers,
+                     evaluator.bias, evaluator.exclude)
     return [{"num_neurons": p.num_neurons, "alpha": p.alpha, **evaluator.metrics_of_topk(topk[i])}
             for i, p in enumerate(points)]
 
