@@ -15,6 +15,12 @@ from platform_util import ROOT, mlflow_runs, ray_address, sweep_env, tracking_ur
 pytestmark = pytest.mark.usefixtures("platform_services")
 
 
+def _run_sweep(spec) -> None:
+    proc = subprocess.run([sys.executable, "-m", "popsteer.sweep", str(spec)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=sweep_env(ray_address(), tracking_uri()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_gru4rec_sweep_runs_through_the_platform(tmp_path):
     from popsteer.util import checkpoint
@@ -26,9 +32,7 @@ def test_gru4rec_sweep_runs_through_the_platform(tmp_path):
                        search={"k": [8], "scale": [2, 4], "sae": {"max_epochs": 4, "min_epochs": 2}},
                        mlflow={"experiment": experiment},
                        stages={"trials": "best", "steering": {"ns": [16, 64], "alphas": [1.0, 3.0], "evaluators": 1}})
-    proc = subprocess.run([sys.executable, "-m", "popsteer.sweep", str(spec)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=sweep_env(ray_address(), tracking_uri()))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_sweep(spec)
     exp = tmp_path / "sweeps" / "gru"
     rec = json.loads((exp / "stages" / "recommender.json").read_text())
     assert rec["model"] == "gru4rec" and checkpoint.read_meta(rec["checkpoint"])["model"] == "gru4rec"
@@ -56,9 +60,7 @@ def test_lightgcn_sweep_masks_history_on_the_evaluator_actors(tmp_path):
                        search={"k": [8], "scale": [4], "sae": {"max_epochs": 20, "min_epochs": 20}},
                        mlflow={"experiment": experiment},
                        stages={"trials": "best", "steering": {"ns": [16, 128], "alphas": [1.0, 3.0], "evaluators": 2}})
-    proc = subprocess.run([sys.executable, "-m", "popsteer.sweep", str(spec)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=sweep_env(ray_address(), tracking_uri()))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_sweep(spec)
     exp = tmp_path / "sweeps" / "lgcn"
     rec = json.loads((exp / "stages" / "recommender.json").read_text())
     assert rec["model"] == "lightgcn"

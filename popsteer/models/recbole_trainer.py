@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
 from popsteer.models.encode import evaluate_model
 from popsteer.util.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec",
@@ -50,6 +53,8 @@ def train_recbole(data: SequenceData, hp, cfg: TrainConfig, model: str = "sasrec
             else:
                 bad += 1
             history.append(row)
+            log.info("%s (RecBole's trainer) epoch %d loss %.4f valid ndcg@10 %.4f (%.1fs)", pipe.spec.recbole_class,
+                     epoch, row["train_loss"], row["valid_ndcg@10"], row["train_seconds"])
             if on_epoch:
                 on_epoch(epoch, row)
             if bad >= cfg.stopping_step:

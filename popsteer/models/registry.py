@@ -28,19 +28,17 @@ from popsteer.util.configs import CONFIG, validate
 
 @dataclass
 class GRU4RecConfig:
-    """GRU4Rec architecture (RecBole's defaults for GRU4Rec)."""
+    """GRU4Rec architecture (RecBole's defaults): item embeddings of width ``embedding_size`` (= d, the
+    GRU's output is projected back to it), ``num_layers`` GRU layers of width ``hidden_size``,
+    ``dropout_prob`` on the input embeddings, histories of at most ``max_len`` items."""
 
     __pydantic_config__ = CONFIG
 
     embedding_size: int = 64
-    """Width d of the item embeddings and of the user representation x (the GRU's output is projected to it)."""
     hidden_size: int = 128
-    """The GRU's hidden width."""
     num_layers: int = 1
     dropout_prob: float = 0.3
-    """Dropout on the input item embeddings."""
     max_len: int = 50
-    """Maximum history length."""
 
     @classmethod
     def small(cls) -> "GRU4RecConfig":
@@ -48,48 +46,28 @@ class GRU4RecConfig:
 
 
 @dataclass
-class BERT4RecConfig:
-    """BERT4Rec architecture (RecBole's defaults for BERT4Rec)."""
+class BERT4RecConfig(SASRecConfig):
+    """BERT4Rec architecture: SASRec's transformer, bidirectional (RecBole's defaults for BERT4Rec)."""
 
-    __pydantic_config__ = CONFIG
-
-    n_layers: int = 2
-    n_heads: int = 2
-    hidden_size: int = 64
-    """Width d of the item embeddings and of the user representation x."""
-    inner_size: int = 256
     hidden_dropout_prob: float = 0.2
     attn_dropout_prob: float = 0.2
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
     mask_ratio: float = 0.2
     """Share of training positions replaced by the mask token (the cloze task)."""
-    max_len: int = 50
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.n_heads:
-            raise PopSteerError(f"hidden_size {self.hidden_size} is not a multiple of n_heads {self.n_heads}")
-
-    @classmethod
-    def small(cls) -> "BERT4RecConfig":
-        return cls(n_layers=1, n_heads=1, hidden_size=32, inner_size=64, max_len=20)
 
 
 @dataclass
 class LightGCNConfig:
-    """LightGCN architecture (RecBole's defaults for LightGCN)."""
+    """LightGCN architecture (RecBole's defaults): user and item embeddings of width ``embedding_size``
+    (= d) propagated over ``n_layers`` layers (x and E: the mean of the layer outputs), L2 weight
+    ``reg_weight``. ``max_len`` only shapes the dataset's sequence views (the same leave-one-out splits)."""
 
     __pydantic_config__ = CONFIG
 
     embedding_size: int = 64
-    """Width d of the user and item embeddings."""
     n_layers: int = 2
-    """Propagation layers; x and E are the mean of the layer outputs."""
     reg_weight: float = 1e-5
     require_pow: bool = False
     max_len: int = 50
-    """Only for the dataset's sequence views (splits are leave-one-out, as for the sequential models)."""
 
     @classmethod
     def small(cls) -> "LightGCNConfig":

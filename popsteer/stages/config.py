@@ -78,7 +78,8 @@ class RecommenderConfig:
     model: str = "sasrec"
     """The base recommender (popsteer.models.registry): sasrec, gru4rec, bert4rec or lightgcn."""
     small: bool = False
-    """A CI-sized model (SASRec: 1 layer, 1 head, hidden 32, inner 64; GRU4Rec: d 32, hidden 64; max length 20)."""
+    """A CI-sized model (SASRec, BERT4Rec: 1 layer, 1 head, hidden 32, inner 64; GRU4Rec: d 32, hidden 64;
+    LightGCN: d 32; max length 20)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     where: Workspace = field(default_factory=Workspace)
