@@ -115,22 +115,22 @@ class SequenceData:
     def train_item_counts(self) -> np.ndarray:
         """Per-item count over every training interaction (a general model's RecBole ``item_counter``:
         its training set is the interactions themselves, first items included), shape (n_items,)."""
-        if "all_counts" not in self._cache:
-            mask = np.ones(len(self.items), dtype=bool)
-            mask[self.offsets[1:] - 1] = False  # test target
-            mask[self.offsets[1:] - 2] = False  # valid target
-            self._cache["all_counts"] = np.bincount(self.items[mask], minlength=self.n_items).astype(np.int64)
-        return self._cache["all_counts"]
+        return self._train_counts("all_counts", first_items=True)
 
     def train_target_counts(self) -> np.ndarray:
         """Per-item count as a training target (RecBole's train ``item_counter``), shape (n_items,)."""
-        if "counts" not in self._cache:
+        return self._train_counts("counts", first_items=False)
+
+    def _train_counts(self, key: str, first_items: bool) -> np.ndarray:
+        """Per-item count over the training part (valid and test targets out; first items only if asked)."""
+        if key not in self._cache:
             mask = np.ones(len(self.items), dtype=bool)
-            mask[self.offsets[:-1]] = False  # first item is never a target
+            if not first_items:
+                mask[self.offsets[:-1]] = False  # first item is never a target
             mask[self.offsets[1:] - 1] = False  # test target
             mask[self.offsets[1:] - 2] = False  # valid target
-            self._cache["counts"] = np.bincount(self.items[mask], minlength=self.n_items).astype(np.int64)
-        return self._cache["counts"]
+            self._cache[key] = np.bincount(self.items[mask], minlength=self.n_items).astype(np.int64)
+        return self._cache[key]
 
     def train_prefix_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every training (prefix, target) pair exactly as RecBole's augmentation builds it.
