@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from popsteer.baselines import BASELINES, RerankContext, history_shares, split_context
+from popsteer.baselines import BASELINES, RerankContext, history_shares
 from popsteer.baselines.calibration import calibrated_rerank, js_divergence
 from popsteer.baselines.fair import adjusted_mtable, fail_probability, fair_rerank, mtable, protected_mask
 from popsteer.baselines.ipr import ipr_rerank
@@ -56,18 +56,19 @@ def test_ipr_with_a_zero_is_plain_topk(catalog):
     assert torch.equal(ipr_rerank(s, context(catalog, 32), K, a=0.0), plain_topk(s))
 
 
-@pytest.mark.parametrize("shift", [0.0, -50.0], ids=["mixed-sign", "all-negative"])
-def test_ipr_large_a_moves_popular_items_down(catalog, shift):
+@pytest.mark.parametrize("shift,space", [(3.0, "raw"), (0.0, "softmax"), (-50.0, "softmax")],
+                         ids=["positive-raw", "mixed-sign-softmax", "all-negative-softmax"])
+def test_ipr_large_a_moves_popular_items_down(catalog, shift, space):
     s = random_scores(64, 61, seed=1, shift=shift)
     ctx = context(catalog, 64)
     pop = torch.as_tensor(catalog.counts, dtype=torch.float64)
-    arp = [float(pop[ipr_rerank(s, ctx, K, a=a)].mean()) for a in (0.0, 0.5, 1e3)]
+    arp = [float(pop[ipr_rerank(s, ctx, K, a=a, space=space)].mean()) for a in (0.0, 0.5, 1e3)]
     assert arp[0] > arp[1] > arp[2]
     # the most popular item falls in every user's list where it was ranked
     item = int(np.argmax(catalog.counts))
     s2 = s.clone()
     s2[:, item] = s2[:, 1:].max(1).values + 0.01  # item 1st everywhere for plain top-k
-    ranked = ipr_rerank(s2, ctx, K, a=1e3)
+    ranked = ipr_rerank(s2, ctx, K, a=1e3, space=space)
     assert not (ranked[:, 0] == item).any()
 
 
@@ -216,14 +217,20 @@ def test_pick_with_fallback_keeps_the_five_percent_rule():
 
 @pytest.fixture(scope="module")
 def ml100k_splits(ml100k_small, small_sasrec):
+    """valid and test of the small SASRec, with the popularity direction of its synthetic profiles (PPD, SPREE)."""
+    from popsteer.baselines.direction import popularity_direction
     from popsteer.models.encode import encode_users
+    from popsteer.stages.encode import part_inputs
+    from popsteer.stages.encoded import Part
 
     model, _ = small_sasrec
+    u = popularity_direction(*(encode_users(model, *part_inputs(Part(kind, seed=seed), ml100k_small)).numpy()
+                               for kind, seed in (("popular", 2020), ("unpopular", 2021))))
     out = {}
     for split in ("valid", "test"):
         seq, ln, _ = ml100k_small.split(split)
-        out[split] = ScoredSplit(encode_users(model, seq, ln), model.item_embedding.weight.detach(),
-                                 Evaluator.for_split(ml100k_small, split), split_context(ml100k_small, split))
+        out[split] = ScoredSplit.of(encode_users(model, seq, ln), model.item_embedding.weight.detach(),
+                                    Evaluator.for_split(ml100k_small, split), ml100k_small, split, u)
     return out
 
 

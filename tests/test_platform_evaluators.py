@@ -176,3 +176,28 @@ def test_analysis_in_a_ray_task_equals_the_local_analysis(ray_session, steering_
     assert remote.summary == local.summary and remote.folder == local.folder
     assert {f: open(f, "rb").read() for f in remote.files if f.endswith(".csv")} == files
     assert json.loads(open(next(f for f in remote.files if f.endswith("analysis.json"))).read())["n_neurons"] == 128
+
+
+def test_actor_grid_equals_single_process_for_the_variants(ray_session, steering_setup, ml100k_small):
+    """The error-preserving variant and two strengths on evaluator actors: the single-process rows; with
+    preserve, alpha = 0 on both sides is the recommender's own metrics exactly."""
+    from popsteer.platform.evaluators import EvaluatorPool
+    from popsteer.stages.config import GridConfig, GridStageConfig
+    from popsteer.stages.grid import steering_grid
+
+    ref, _ = steering_setup
+    cfg = GridStageConfig(ref, GridConfig(ns=[16, 128], alphas=[0.0, 2.0], alpha_unpops=[0.0, 3.0], variant="preserve"))
+    want = steering_grid(cfg, write=False, data=ml100k_small)
+    pool = EvaluatorPool(2, num_cpus=0.5)
+    try:
+        got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool)
+    finally:
+        pool.shutdown()
+    for split in ("valid", "test"):
+        assert len(got.rows[split]) == 8
+        for g, w in zip(got.rows[split], want.rows[split]):
+            assert _same(g, w), (split, g, w)
+        zero = got.row(split, 16, 0.0, 0.0)
+        assert _same({k: v for k, v in zero.items() if k not in ("num_neurons", "alpha", "alpha_unpop")},
+                     got.baselines[split]["sasrec"])
+        assert not _same(got.baselines[split]["sae"], got.baselines[split]["sasrec"])

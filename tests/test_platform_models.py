@@ -50,7 +50,8 @@ def test_lightgcn_sweep_masks_history_on_the_evaluator_actors(tmp_path):
     """``model: lightgcn``: trained by RecBole's BPR trainer in a Ray task, its users encoded by Ray Data,
     probed with real user groups, and the evaluator actors rank with each user's history masked: the
     recommender's test metrics from the actors equal ``popsteer evaluate`` in this process."""
-    from popsteer.stages.config import EvaluateConfig, Workspace
+    from popsteer.stages.config import Workspace
+    from popsteer.stages.config_report import EvaluateConfig
     from popsteer.stages.evaluate import evaluate
 
     experiment = f"popsteer-lightgcn-{uuid.uuid4().hex[:8]}"

@@ -12,9 +12,15 @@ import pytest
 
 from cli_util import error_lines, run_cli
 
-METHODS = ["SASRec", "SASRec + SAE (unsteered)", "PopSteer (defaults)", "PopSteer (tuned)", "IPR (tuned)",
-           "FA*IR (tuned)", "PCT (tuned)", "Random top-m (tuned)"]
-SECTIONS = ["# PopSteer results", "## ml-100k", "### Test results", "### Accuracy-fairness trade-off",
+BASELINE_NAMES = {"ipr": "IPR", "fair": "FA*IR", "pct": "PCT", "random": "Random top-m", "ppd": "PPD",
+                  "spree": "SPREE-like", "pmmf": "P-MMF"}
+VARIANTS = {"popsteer": "PopSteer (tuned)", "popsteer_preserve": "PopSteer error-preserving (tuned)",
+            "popsteer_2d": "PopSteer α_pop × α_unpop (tuned)"}
+METHODS = ["SASRec", "SASRec + SAE (unsteered)", "PopSteer (defaults)", *VARIANTS.values(),
+           *(f"{label} (tuned)" for label in BASELINE_NAMES.values())]
+SECTIONS = ["# PopSteer results", "## ml-100k", "### Test results", "### Popularity-bias metrics", "### Significance",
+            "### Hypervolume", "### Error-preserving steering", "### Separate strengths (α_pop × α_unpop)",
+            "### Accuracy-fairness trade-off",
             "### PopSteer sweeps", "### Popularity neurons", "### Fidelity to the authors' artifacts", "### Summary",
             "## Closing note"]
 
@@ -96,7 +102,7 @@ def test_tradeoff_png_and_grids_beside_the_report(workdir, report):
     png = workdir / "docs" / "RESULTS_ml-100k_tradeoff.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     grids = pd.read_csv(workdir / "docs" / "RESULTS_ml-100k_grids.csv")
-    assert set(grids["method"]) == {"sasrec", "popsteer", "ipr", "fair", "pct", "random"}
+    assert set(grids["method"]) == {"sasrec", *VARIANTS, *BASELINE_NAMES}
     assert (grids.groupby(["method", "split"])["picked"].sum() == 1).all()
     assert not any(p.name.endswith(".tmp") for p in (workdir / "docs").iterdir())  # atomic writes left nothing
 
@@ -109,8 +115,8 @@ def test_picks_follow_the_validation_rule(workdir, report):
     valid = grids[grids.split == "valid"]
     base = valid[valid.method == "sasrec"].iloc[0].to_dict()
     notes = {r[0]: r[-1] for r in table_rows(text, "### Test results")}
-    for method, label in (("popsteer", "PopSteer (tuned)"), ("ipr", "IPR (tuned)"), ("fair", "FA\\*IR (tuned)"),
-                          ("pct", "PCT (tuned)"), ("random", "Random top-m (tuned)")):
+    labels = {**VARIANTS, **{n: f"{label} (tuned)".replace("*", "\\*") for n, label in BASELINE_NAMES.items()}}
+    for method, label in labels.items():
         rows = valid[valid.method == method].reset_index(drop=True)
         idx, within = pick_with_fallback(rows.to_dict("records"), base)
         assert rows["picked"].iloc[idx], method
@@ -119,6 +125,35 @@ def test_picks_follow_the_validation_rule(workdir, report):
         assert within == (not notes[label].endswith("†"))
         if within:
             assert ndcg_drop <= 0.05 + 1e-3
+
+
+def test_bias_metrics_significance_and_hypervolume_tables(report):
+    """The evaluation tables: every method, finite values, the Holm-corrected tests against both references."""
+    _, text = report
+    bias = table_rows(text, "### Popularity-bias metrics")
+    assert [r[0].replace("\\*", "*") for r in bias] == METHODS
+    for row in bias:
+        aplt, aclt, entropy, cov, novelty = (float(row[i]) for i in (2, 3, 6, 7, 8))
+        assert 0 <= aplt <= 1 and aclt == pytest.approx(10 * aplt, abs=1e-3) and 0 < cov <= 1
+        assert 0 < entropy <= np.log2(1700) and novelty > 0
+    sasrec = table_rows(text, "Against SASRec:")
+    popsteer = table_rows(text, "Against PopSteer (tuned):")
+    assert len(sasrec) == len(METHODS) - 1 and len(popsteer) == len(METHODS) - 1  # every method but the reference
+    for row in sasrec + popsteer:
+        for cell in (row[2], row[3], row[5], row[6]):  # Holm p-values, maybe marked ✓
+            assert 0 <= float(cell.split()[0]) <= 1
+        lo, hi = (float(v) for v in re.findall(r"[+-][\d.]+", row[1].split("[", 1)[1]))
+        assert lo <= float(row[1].split()[0]) <= hi  # the paired interval holds the mean difference
+    intervals = table_rows(text, "re-centred by their bootstrap bias, docs/METHOD.md §5):")
+    assert len(intervals) == len(METHODS)
+    for row in intervals:
+        est, lo, hi = (float(v) for v in re.findall(r"[\d.]+", row[1]))  # NDCG@10 [lo, hi]
+        assert lo <= est <= hi
+    hv = table_rows(text, "### Hypervolume")
+    hv = table_rows(text, "higher is better.")
+    assert len(hv) == 3 + len(BASELINE_NAMES)
+    assert all(float(r[1]) >= 0 and float(r[2]) >= 0 for r in hv)
+    assert "alpha = 0 is SASRec exactly" in text and "α_pop=" in text
 
 
 def test_neurons_and_fidelity_sections(report):

@@ -17,6 +17,7 @@ from popsteer.app.flags import Flag, add_flags, config_from
 from popsteer.errors import PopSteerError
 from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
+from popsteer.stages import config_report as R
 from popsteer.util.logs import setup_logging
 
 
@@ -57,9 +58,11 @@ COMMANDS: dict[str, Command] = {
                                      Flag("split", choices=C.SPLITS), Flag("swap_sigma", SWAP)],
                      commands.steer, "evaluate SASRec, the SAE and the steered SAE side by side"),
     "tune-steering": Command(C.GridStageConfig, [*SAE_REF, Flag("grid.ns"), Flag("grid.alphas"),
-                                                 Flag("grid.swap_sigma", SWAP), Flag("grid.max_ndcg_drop")],
+                                                 Flag("grid.swap_sigma", SWAP), Flag("grid.max_ndcg_drop"),
+                                                 Flag("grid.variant", choices=("replace", "preserve")),
+                                                 Flag("grid.alpha_unpops")],
                              commands.tune_steering, "pick N and alpha on validation, report on test"),
-    "evaluate": Command(C.EvaluateConfig, [Flag("path", P), Flag("split", choices=C.SPLITS), *WHERE],
+    "evaluate": Command(R.EvaluateConfig, [Flag("path", P), Flag("split", choices=C.SPLITS), *WHERE],
                         commands.evaluate, "score a recommender or SAE checkpoint on a split"),
     "import-checkpoint": Command(C.ImportConfig, [Flag("path", positional=True), Flag("dataset"),
                                                   Flag("trust_pickle", ("--trust-pickle",)), Flag("out"),
@@ -75,11 +78,11 @@ COMMANDS: dict[str, Command] = {
         Flag("num_neurons", ("--num_neurons", "--num-neurons")), Flag("alpha"), Flag("seed"),
         Flag("probe", choices=("auto", "synthetic", "users")), *(Flag("recommender." + f.path, f.names) for f in WHERE)],
         commands.pipeline, "run every step on one dataset (the quick start's main job)"),
-    "report": Command(C.ReportConfig, [
+    "report": Command(R.ReportConfig, [
         Flag("saes", ("-p", "--pretrained_path", "--pretrained-path"), action="append",
              help="An analysed SAE checkpoint; repeat for one section per dataset."),
         Flag("out"), Flag("tiny"), Flag("shared_dir", ("--shared-dir",)), Flag("seed"), Flag("swap_sigma", SWAP),
-        Flag("mlflow"), *WHERE], commands.report,
+        Flag("mlflow"), Flag("resamples"), *WHERE], commands.report,
         "results report: SASRec, PopSteer and the tuned re-ranking baselines on test"),
 }
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from popsteer.stages import config as C
+from popsteer.stages import config_report as R
 
 
 def train_recommender(cfg: C.RecommenderConfig) -> dict:
@@ -51,7 +52,7 @@ def tune_steering(cfg: C.GridStageConfig) -> dict:
     return run(cfg)
 
 
-def evaluate(cfg: C.EvaluateConfig) -> dict:
+def evaluate(cfg: R.EvaluateConfig) -> dict:
     from popsteer.stages.evaluate import evaluate as run
 
     return run(cfg)
@@ -63,7 +64,7 @@ def pipeline(cfg: C.PipelineConfig) -> dict:
     return run(cfg)
 
 
-def report(cfg: C.ReportConfig) -> dict:
+def report(cfg: R.ReportConfig) -> dict:
     from popsteer.stages.report import report as run
 
     return run(cfg)

@@ -102,8 +102,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, flags: list[Flag]) -> 
             doc = f"{doc} One of: {', '.join(map(str, allowed))}." if doc else f"One of: {', '.join(map(str, allowed))}."
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
-        elif typing.get_origin(tp) is list:
-            (inner,) = typing.get_args(tp)
+        elif typing.get_origin(_scalar(tp)[0]) is list:  # list[...] or list[...] | None
+            (inner,) = typing.get_args(_scalar(tp)[0])
             kwargs["type"] = _scalar(inner)[0]
             if flag.action:
                 kwargs["action"] = flag.action

@@ -1,4 +1,5 @@
-"""Post-processing re-rankers on SASRec's scores (docs/METHOD.md §6), each with its grid.
+"""Post-processing re-rankers on the frozen model's scores (docs/METHOD.md §6), each with its grid
+and the rule that extends it (``popsteer.baselines.extension``).
 
 ``BASELINES`` maps a name to a :class:`Baseline`; every re-ranker has the signature
 ``rerank(scores (U, n_items), ctx: RerankContext, k, **params) -> (U, k)`` item ids, and is
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from popsteer.baselines.calibration import PCT
 from popsteer.baselines.common import Baseline, RerankContext, history_shares, split_context
+from popsteer.baselines.direction import PPD, SPREE
 from popsteer.baselines.fair import FAIR
 from popsteer.baselines.ipr import IPR
+from popsteer.baselines.pmmf import PMMF
 from popsteer.baselines.random_topm import RANDOM
 from popsteer.errors import PopSteerError
 
-BASELINES: dict[str, Baseline] = {b.name: b for b in (IPR, FAIR, PCT, RANDOM)}
+BASELINES: dict[str, Baseline] = {b.name: b for b in (IPR, FAIR, PCT, RANDOM, PPD, SPREE, PMMF)}
 
 
 def get_baseline(name: str) -> Baseline:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, finite_topk
+from popsteer.baselines.extension import toward
 from popsteer.errors import PopSteerError
 
 GRID = tuple({"lam": lam} for lam in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
@@ -60,4 +61,7 @@ def calibrated_rerank(scores: torch.Tensor, ctx: RerankContext, k: int, lam: flo
     return torch.cat(picks, 1)
 
 
-PCT = Baseline("pct", "PCT", calibrated_rerank, GRID, {"lam": "λ"})
+EXTENSION = tuple({"lam": lam} for lam in (0.95, 0.99, 1.0))
+"""Grid extension toward the bound lam = 1 (the score ignored: the most calibrated list)."""
+
+PCT = Baseline("pct", "PCT", calibrated_rerank, GRID, {"lam": "λ"}, extend=toward(EXTENSION))

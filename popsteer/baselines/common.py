@@ -4,14 +4,19 @@ A re-ranker is a function ``rerank(scores, ctx, k, **params) -> (U, k) int64 ite
 
 - ``scores``: (U, n_items) float tensor, SASRec's scores ``x @ item_emb.T`` for a batch of
   users, padding item 0 already at ``-inf``;
-- ``ctx``: a :class:`RerankContext` for the same batch (popularity, groups, histories);
+- ``ctx``: a :class:`RerankContext` for the same batch (popularity, groups, histories, and for
+  the x-space methods the popularity direction's projections);
 - ``k``: the list length; ``params``: one point of the method's grid.
 
-It never recommends an item whose score is ``-inf`` unless fewer than k items are finite.
+It never recommends an item whose score is ``-inf`` unless fewer than k items are finite. A
+*stateful* re-ranker (``Baseline.stateful``, P-MMF) also takes ``state=`` (None for the first
+batch) and returns ``(ids, state)``; ``rerank_split`` threads the state through its batches in
+user-row order, so the lists do not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,14 +36,22 @@ class RerankContext:
     ``users`` are the batch's rows in its split (they seed the random re-ranker, so a user's
     list does not depend on how users are batched); ``history`` the head/mid/tail shares of
     each user's interactions before the target (what calibration aims at).
+
+    The x-space methods (PPD, SPREE; ``popsteer.baselines.direction``) need a unit popularity
+    direction u in x-space: ``xu = x . u`` per user, ``eu = E u`` per item and ``xu_std``, the
+    population SD of ``x . u`` over *all* the split's users (not the batch's). None / 0 without one.
     """
 
     groups: PopularityGroups
     users: np.ndarray  # (U,) int64 rows in the split
     history: np.ndarray  # (U, 3) float64, rows sum to 1 (head, mid, tail)
+    xu: np.ndarray | None = None  # (U,) float64, x . u
+    eu: np.ndarray | None = None  # (n_items,) float64, E u (row 0 = padding)
+    xu_std: float = 0.0
 
     def rows(self, sl: slice) -> "RerankContext":
-        return RerankContext(self.groups, self.users[sl], self.history[sl])
+        return dataclasses.replace(self, users=self.users[sl], history=self.history[sl],
+                                   xu=None if self.xu is None else self.xu[sl])
 
 
 def history_shares(data: SequenceData, split: str, groups: PopularityGroups) -> np.ndarray:
@@ -80,6 +93,12 @@ class Baseline:
     """Every hyper-parameter point the tuning tries."""
     symbols: dict = field(default_factory=dict)
     """Display name of each parameter (e.g. ``{"lam": "λ"}``)."""
+    extend: Callable[[dict, int], dict | None] | None = None
+    """``extend(last point, n_items) -> the next, stronger point, or None at the parameter's bound``:
+    how ``tune_baseline(span_gini=...)`` grows the grid beyond its last (strongest) point
+    (``popsteer.baselines.extension``). None: the grid cannot be extended."""
+    stateful: bool = False
+    """``rerank`` takes ``state=`` and returns ``(ids, state)``, carried across user batches (P-MMF)."""
 
     def describe(self, params: dict) -> str:
         return ", ".join(f"{self.symbols.get(k, k)}={v:g}" for k, v in params.items())

@@ -29,6 +29,7 @@ import torch
 from scipy import stats
 
 from popsteer.baselines.common import Baseline, RerankContext, finite_topk
+from popsteer.baselines.extension import toward
 from popsteer.errors import PopSteerError
 
 GRID = tuple({"p": p, "significance": s} for p in (0.3, 0.5, 0.7, 0.9, 0.99) for s in (0.01, 0.05, 0.1))
@@ -130,4 +131,7 @@ def fair_rerank(scores: torch.Tensor, ctx: RerankContext, k: int, p: float, sign
     return fair_merge(prot_v, prot_i, rest_v, rest_i, adjusted_mtable(k, float(p), float(significance)))
 
 
-FAIR = Baseline("fair", "FA*IR", fair_rerank, GRID, {"significance": "α"})
+EXTENSION = tuple({"p": p, "significance": 0.1} for p in (0.995, 0.999))
+"""Grid extension toward the bound p -> 1 at the grid's largest significance."""
+
+FAIR = Baseline("fair", "FA*IR", fair_rerank, GRID, {"significance": "α"}, extend=toward(EXTENSION))

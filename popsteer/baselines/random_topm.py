@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, finite_topk
+from popsteer.baselines.extension import grow
 from popsteer.errors import PopSteerError
 from popsteer.util.configs import DEFAULT_SEED
 
@@ -45,4 +46,5 @@ def random_rerank(scores: torch.Tensor, ctx: RerankContext, k: int, m: int, seed
     return top.gather(1, order)
 
 
-RANDOM = Baseline("random", "Random top-m", random_rerank, GRID)
+RANDOM = Baseline("random", "Random top-m", random_rerank, GRID, extend=grow("m", 2.0, None, integer=True))
+"""Grid extension: m doubles up to the catalogue (n_items - 1: a uniform draw of all items)."""

@@ -1,6 +1,11 @@
 """Score a re-ranker's grid on a split and tune it on validation with PopSteer's rule
 (``popsteer.steering.grid.pick_point``: max relative Gini drop minus relative NDCG drop, NDCG drop
 <= 5% against SASRec on validation); the pick is reported on test.
+
+Fair grids (``span_gini``): after its own grid, a method's grid is extended with stronger points
+(``Baseline.extend``) until its validation Gini@10 reaches ``span_gini`` (PopSteer's lowest), its
+validation NDCG@10 has fallen by ``MAX_SPAN_NDCG_DROP`` (50%) against the base, or the parameter's
+bound is reached. Extended points are scored on both splits and are ordinary grid points.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 import torch
 
 from popsteer.baselines.common import Baseline, RerankContext, split_context
+from popsteer.baselines.direction import with_direction
 from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator, full_scores
 from popsteer.eval.tradeoff import pick_with_fallback, tradeoff
@@ -20,31 +26,48 @@ from popsteer.util.progress import progress
 log = logging.getLogger(__name__)
 
 
+MAX_SPAN_NDCG_DROP = 0.5
+"""A grid extension stops once a point's validation NDCG@10 is this much (relative) below the base's."""
+MAX_EXTRA_POINTS = 32
+"""A guard: no extension adds more points than this."""
+
+
 @dataclass
 class ScoredSplit:
-    """What re-ranking one split needs: SASRec's user representations and item table, the
+    """What re-ranking one split needs: the model's user representations and item table, the
     split's evaluator and the re-rankers' context."""
 
-    x: torch.Tensor  # (U, d) SASRec user representations
+    x: torch.Tensor  # (U, d) user representations
     item_emb: torch.Tensor  # (n_items, d), row 0 = padding
     evaluator: Evaluator
     ctx: RerankContext
 
     @classmethod
     def of(cls, x: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator, data: SequenceData,
-           split: str) -> "ScoredSplit":
-        return cls(x, item_emb, evaluator, split_context(data, split, evaluator.groups))
+           split: str, direction: np.ndarray | None = None) -> "ScoredSplit":
+        """``direction``: the unit popularity direction u (d,) the x-space methods need (PPD, SPREE)."""
+        ctx = split_context(data, split, evaluator.groups)
+        if direction is not None:
+            ctx = with_direction(ctx, x, item_emb, direction)
+        return cls(x, item_emb, evaluator, ctx)
 
 
 def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_size: int = 1024) -> np.ndarray:
-    """Re-ranked top-k of every user of the split, (U, k) int64, scored in user batches."""
+    """Re-ranked top-k of every user of the split, (U, k) int64, scored in user batches (in row
+    order; a stateful re-ranker's state is carried from one batch to the next)."""
     out = []
     k = split.evaluator.k
+    state = None
     with torch.no_grad():
         for s in range(0, split.x.shape[0], batch_size):
             ev = split.evaluator
             scores = full_scores(split.x[s : s + batch_size], split.item_emb, ev.bias, ev.exclude, s)  # (B, n_items)
-            out.append(baseline.rerank(scores, split.ctx.rows(slice(s, s + batch_size)), k, **params))
+            ctx = split.ctx.rows(slice(s, s + batch_size))
+            if baseline.stateful:
+                ids, state = baseline.rerank(scores, ctx, k, state=state, **params)
+            else:
+                ids = baseline.rerank(scores, ctx, k, **params)
+            out.append(ids)
     return torch.cat(out).numpy()
 
 
@@ -55,16 +78,56 @@ def evaluate_baseline_grid(baseline: Baseline, split: ScoredSplit, grid: tuple[d
                                    leave=False)]
 
 
+def extend_grid(baseline: Baseline, valid: ScoredSplit, base_valid: dict, grid: list[dict], valid_rows: list[dict],
+                span_gini: float) -> tuple[str, list[dict], list[dict]]:
+    """Stronger points after ``grid`` until the span, the NDCG limit or the bound (module doc).
+
+    Returns (why it stopped: "span", "ndcg", "bound" or "max_points"; the new points; their valid rows).
+    """
+    n_items = int(valid.item_emb.shape[0])
+    points, rows = [], []
+    while True:
+        every = valid_rows + rows
+        if min(r["gini@10"] for r in every) <= span_gini:
+            return "span", points, rows
+        if max(tradeoff(r, base_valid)[1] for r in every) >= MAX_SPAN_NDCG_DROP:
+            return "ndcg", points, rows
+        if len(points) >= MAX_EXTRA_POINTS:
+            return "max_points", points, rows
+        nxt = baseline.extend((points or grid)[-1], n_items) if baseline.extend is not None else None
+        if nxt is None:
+            return "bound", points, rows
+        points.append(nxt)
+        rows += evaluate_baseline_grid(baseline, valid, (nxt,))
+        log.info("%s grid extended: %s (valid Gini@10 %.4f, NDCG@10 %.4f)", baseline.label, baseline.describe(nxt),
+                 rows[-1]["gini@10"], rows[-1]["ndcg@10"])
+
+
 def tune_baseline(baseline: Baseline, valid: ScoredSplit, test: ScoredSplit, base_valid: dict,
-                  grid: tuple[dict, ...] | None = None, max_ndcg_drop: float = 0.05) -> dict:
+                  grid: tuple[dict, ...] | None = None, max_ndcg_drop: float = 0.05,
+                  span_gini: float | None = None) -> dict:
     """Every grid point on validation and test; the validation pick and its test metrics.
 
+    ``span_gini``: extend the grid (``extend_grid``) toward this validation Gini@10; None keeps
+    the grid as given.
+
     Returns ``{"name", "label", "grid", "valid_rows", "test_rows", "pick", "params",
-    "within_limit", "test"}``.
+    "within_limit", "test", "n_base_points", "span_gini", "spans", "stop"}``: ``grid`` and the rows
+    hold the extended points after the first ``n_base_points``; ``spans`` whether some point's
+    validation Gini@10 <= ``span_gini`` (None without one); ``stop`` why the extension stopped
+    ("span", "ndcg", "bound", "max_points"; None without ``span_gini``).
     """
-    grid = baseline.grid if grid is None else grid
-    valid_rows = evaluate_baseline_grid(baseline, valid, grid)
-    test_rows = evaluate_baseline_grid(baseline, test, grid)
+    grid = list(baseline.grid if grid is None else grid)
+    n_base = len(grid)
+    valid_rows = evaluate_baseline_grid(baseline, valid, tuple(grid))
+    stop = spans = None
+    if span_gini is not None:
+        stop, extra, extra_rows = extend_grid(baseline, valid, base_valid, grid, valid_rows, float(span_gini))
+        grid, valid_rows = grid + extra, valid_rows + extra_rows
+        spans = bool(min(r["gini@10"] for r in valid_rows) <= span_gini)
+        log.info("%s: %d extra grid points, stopped at %s (%s Gini@10 %.4f)", baseline.label, len(extra), stop,
+                 "spans" if spans else "does not span", span_gini)
+    test_rows = evaluate_baseline_grid(baseline, test, tuple(grid))
     idx, within = pick_with_fallback(valid_rows, base_valid, max_ndcg_drop)
     gini_drop, ndcg_drop = tradeoff(valid_rows[idx], base_valid)
     log.info("%s tuned on valid: %s (Gini drop %.1f%%, NDCG drop %.1f%%%s)", baseline.label,
@@ -72,4 +135,5 @@ def tune_baseline(baseline: Baseline, valid: ScoredSplit, test: ScoredSplit, bas
              "" if within else f"; no point within {100 * max_ndcg_drop:g}%")
     return {"name": baseline.name, "label": baseline.label, "grid": list(grid), "valid_rows": valid_rows,
             "test_rows": test_rows, "pick": idx, "params": dict(grid[idx]), "within_limit": within,
-            "test": {k: v for k, v in test_rows[idx].items() if k not in grid[idx]}}
+            "test": {k: v for k, v in test_rows[idx].items() if k not in grid[idx]},
+            "n_base_points": n_base, "span_gini": span_gini, "spans": spans, "stop": stop}

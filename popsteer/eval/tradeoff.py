@@ -66,3 +66,28 @@ def dominated_share(rows: list[dict], by: list[dict], k: int = 10) -> float:
     g, n = f"gini@{k}", f"ndcg@{k}"
     hit = [any(b[g] <= r[g] and b[n] >= r[n] and (b[g], b[n]) != (r[g], r[n]) for b in by) for r in rows]
     return float(np.mean(hit)) if hit else float("nan")
+
+
+def hv_reference(base: dict, k: int = 10, ndcg_floor: float = 0.5) -> tuple[float, float]:
+    """The hypervolume reference point of a split: (``ndcg_floor`` x the base model's NDCG@k, its
+    1 - Gini@k). Only points at least as fair as the base model, keeping at least half its
+    accuracy, add volume: the region the fair-grid rule extends every method into."""
+    return ndcg_floor * base[f"ndcg@{k}"], 1.0 - base[f"gini@{k}"]
+
+
+def hypervolume(rows: list[dict], ref: tuple[float, float], k: int = 10) -> float:
+    """Area dominated by the rows' (NDCG@k, 1 - Gini@k) points and bounded below by ``ref``.
+
+    Both coordinates are maximised. Sweeping the points by decreasing NDCG, each point whose
+    fairness ``f`` exceeds the best so far ``f*`` adds the strip ``(n - r_n) * (f - f*)``:
+    every point seen earlier has a larger NDCG but reaches only ``f*``. Exact; points not
+    beyond ``ref`` in both coordinates add nothing.
+    """
+    r_n, r_f = ref
+    pts = sorted(((r[f"ndcg@{k}"], 1.0 - r[f"gini@{k}"]) for r in rows), key=lambda p: (-p[0], -p[1]))
+    area, best_f = 0.0, r_f
+    for n, f in pts:
+        if n > r_n and f > best_f:
+            area += (n - r_n) * (f - best_f)
+            best_f = f
+    return float(area)

@@ -62,9 +62,10 @@ class GridEvaluator:
         return os.getpid()
 
     def score(self, sae_path: str, deltas: np.ndarray, item_emb: np.ndarray, x: np.ndarray, lo: int, hi: int,
-              k: int, bias: np.ndarray | None = None, exclude: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+              k: int, bias: np.ndarray | None = None, exclude: tuple[np.ndarray, np.ndarray] | None = None,
+              preserve: bool = False) -> dict:
         """Top-k lists of users ``x[lo:hi]``: {"pid", "lists": {"sasrec", "sae", "points"}}.
-        ``exclude``: the split's CSR over all its users (sliced here)."""
+        ``exclude``: the split's CSR over all its users (sliced here); ``preserve``: error-preserving."""
         from popsteer.eval.evaluator import slice_csr
         from popsteer.sae.io import load_sae
         from popsteer.steering.grid import score_users
@@ -72,7 +73,8 @@ class GridEvaluator:
         if sae_path not in self._saes:
             self._saes[sae_path] = load_sae(sae_path)[0]
         lists = score_users(self._saes[sae_path], _tensor(x)[lo:hi], _tensor(item_emb), k, _tensor(deltas),
-                            bias=None if bias is None else _tensor(bias), exclude=slice_csr(exclude, lo, hi))
+                            bias=None if bias is None else _tensor(bias), exclude=slice_csr(exclude, lo, hi),
+                            preserve=preserve)
         return {"pid": os.getpid(), "lists": lists}
 
 
@@ -118,7 +120,7 @@ class EvaluatorPool:
         def submit(i: int, actor) -> object:
             t = tasks[i]
             return actor.score.remote(job.sae_path, delta_ref, item_ref, x_refs[t.split], t.lo, t.hi, job.k, bias_ref,
-                                      ex_refs.get(t.split))
+                                      ex_refs.get(t.split), job.preserve)
 
         pending = {submit(i, self.actors[i % len(self.actors)]): (i, 0) for i in range(len(tasks))}
         results: dict[int, dict] = {}

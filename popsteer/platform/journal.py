@@ -6,7 +6,9 @@ that cannot reach the server (connection refused or reset, a timeout, a gateway'
 logs one warning; from then on every call becomes one line of
 ``<experiment>/mlflow_journal/journal.jsonl`` (a JSON object, appended with one write and
 fsync'ed) and the sweep goes on. Files it would upload are copied first to
-``mlflow_journal/artifacts/`` (the originals may be rewritten before the replay).
+``mlflow_journal/artifacts/`` (the originals may be rewritten before the replay). The one
+exception: the nested runs of grid points (``popsteer.platform.point_runs``) are skipped
+while offline, with a log line; rerunning their stage once the server answers logs them.
 
 A record names its run by role, never by a server id it may not have: ``{"parent": true}``
 (the sweep's run, found again by ``popsteer.sweep_key``), ``{"trial": KEY}`` (by
@@ -255,3 +257,13 @@ class JournaledTracker:
         if not self._online(self.tracker.log_artifacts, run_id, paths, artifact_path)[0]:
             self._record("log_artifacts", run_id, paths=[self.journal.keep(p) for p in paths],
                          artifact_path=artifact_path)
+
+    def log_point_runs(self, parent_run_id: str, runs: list) -> dict[str, str]:
+        """Point runs (``popsteer.platform.point_runs``) are not journaled: offline they are skipped (a log line)."""
+        ok, ids = (False, None) if parent_run_id.startswith(OFFLINE_ID) else \
+            self._online(self.tracker.log_point_runs, parent_run_id, runs)
+        if not ok:
+            log.info("MLflow is offline: %d point run(s) under %s not logged (point runs are not journaled; "
+                     "rerun the stage once the server answers)", len(runs), parent_run_id)
+            return {}
+        return ids

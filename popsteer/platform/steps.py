@@ -18,6 +18,7 @@ from pathlib import Path
 from popsteer.data import SequenceData, load_dataset
 from popsteer.models.io import data_config
 from popsteer.models.registry import ModelSpec, model_of
+from popsteer.platform import point_runs
 from popsteer.platform.spec import SweepSpec
 from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
 from popsteer.stages.analysis import probe_parts
@@ -178,11 +179,13 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
             result = steering_grid(GridStageConfig(sae_ref(spec, a["sae_checkpoint"]), grid), executor=pool, data=data,
                                    encodings=Encodings(enc["encoded_dir"]))
             picks[key] = {"pick": result.pick, "valid": result.picked("valid"), "test": result.picked("test"),
+                          "min_valid_gini": min((r["gini@10"] for r in result.rows.get("valid", [])), default=None),
                           "valid_baselines": result.baselines["valid"], "test_baselines": result.baselines["test"]}
             files[key] = result.files
             if tracker is not None:
                 tracker.log_artifacts(tracker.parent_run_id, result.files,
                                       "steering" if len(analysis) == 1 else f"steering/{key}")
+                point_runs.log_steering(tracker, key, result, grid)
         log.info("steering grid: %d SAE(s) on %d evaluators (%d shards resubmitted)", len(analysis),
                  len(pool.actors), pool.resubmitted)
     finally:
@@ -193,7 +196,8 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
 # ------------------------------------------------------------------ baselines
 
 
-def _baselines_task(spec: SweepSpec, rec: dict, encoded_dir: str, data: SequenceData) -> dict:
+def _baselines_task(spec: SweepSpec, rec: dict, encoded_dir: str, data: SequenceData,
+                    span_gini: float | None = None) -> dict:
     import torch
 
     from popsteer.stages.baselines import baselines_dir, tune_baselines
@@ -202,17 +206,23 @@ def _baselines_task(spec: SweepSpec, rec: dict, encoded_dir: str, data: Sequence
     base = load_base(rec["checkpoint"], workspace(spec), spec.encode, data)
     encodings = Encodings(encoded_dir)
     base_valid = base.evaluator("valid")(torch.from_numpy(encodings.read("valid")), base.item_emb)
-    methods = tune_baselines(base, spec.stages.baselines, base_valid, encodings=encodings)
+    methods = tune_baselines(base, spec.stages.baselines, base_valid, encodings=encodings, span_gini=span_gini)
     return {"folder": str(baselines_dir(base)),
             "picks": {name: {"params": m["params"], "test": m["test"]} for name, m in methods.items()}}
 
 
-def baselines_step(spec: SweepSpec, rec: dict, enc: dict, data: SequenceData, tracker) -> dict:
+def baselines_step(spec: SweepSpec, rec: dict, enc: dict, data: SequenceData, tracker, steering: dict | None = None) -> dict:
+    """Every re-ranker's grid in a Ray task; after a steering stage, extended toward the lowest validation
+    Gini@10 of the selected SAEs' grids (``tune_baselines``' ``span_gini``), as the report does."""
     import ray
 
-    out = ray.get(ray.remote(num_cpus=spec.resources.cpu)(_baselines_task).remote(spec, rec, enc["encoded_dir"], data))
+    span = min((p["min_valid_gini"] for p in (steering or {}).get("picks", {}).values()
+                if p.get("min_valid_gini") is not None), default=None)
+    out = ray.get(ray.remote(num_cpus=spec.resources.cpu)(_baselines_task).remote(spec, rec, enc["encoded_dir"], data,
+                                                                                  span))
     if tracker is not None:
         folder = Path(out["folder"])
         tracker.log_artifacts(tracker.parent_run_id, [folder / "baselines_grid.csv", folder / "baselines.json"],
                               "baselines")
+        point_runs.log_baselines(tracker, folder / "baselines.json")
     return out

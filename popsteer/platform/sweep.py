@@ -134,7 +134,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender",
         if analysis and spec.stages.steering is not None:
             steering = stage("steering", steps.steering_step, spec, enc, analysis, data, tracker)
     if spec.stages.baselines is not None and enc:
-        stage("baselines", steps.baselines_step, spec, rec, enc, data, tracker)
+        stage("baselines", steps.baselines_step, spec, rec, enc, data, tracker, steering)
     seconds["total"] = round(time.perf_counter() - t_start, 2)
     summary = {"name": spec.name, "experiment_dir": str(spec.experiment_dir),
                "tracking_uri": redact_text(tracker.tracking_uri) if tracker else None,

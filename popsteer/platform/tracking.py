@@ -219,6 +219,12 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_point_runs(self, parent_run_id: str, runs: list) -> dict[str, str]:
+        """Nested runs of evaluated points under a run, each once (``popsteer.platform.point_runs``)."""
+        from popsteer.platform.point_runs import write_point_runs
+
+        return write_point_runs(self.client, self._experiment_id(), parent_run_id, runs)
+
 
 class MlflowTrialCallback(Callback):
     """Tune callback (driver side): a child run per trial, per-epoch metrics, status updates."""

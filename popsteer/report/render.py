@@ -10,6 +10,8 @@ import pandas as pd
 from popsteer.eval.tradeoff import dominated_share, trade_score, tradeoff
 from popsteer.report.fidelity import REFERENCE_D
 from popsteer.report.markdown import fmt, md, md_table
+from popsteer.report.render_eval import (bias_table, hv_note, hv_table, intervals_table, significance_table,
+                                         two_strength_table, variants_lines, verdict_lines)
 
 
 COLUMNS = (("ndcg@10", "NDCG@10"), ("precision@10", "P@10"), ("lt_coverage@10", "LT-cov@10"),
@@ -56,10 +58,11 @@ def closing_note(results: list[dict]) -> list[str]:
            "method's validation pick (the per-dataset summaries give the margins and the grid dominance).", ""]
     for res in results:
         won, lost = beaten_baselines(res)
-        line = f"- **{res['title']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost)} baselines"
+        line = f"- **{res['title']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost)} other methods"
         line += f" ({', '.join(map(md, won))})" if won else ""
         line += f"; it does not beat {', '.join(map(md, lost))}." if lost else "."
         out.append(line)
+        out += [f"  - {v}." for v in verdict_lines(res)]
     return out + [""]
 
 
@@ -74,7 +77,7 @@ def main_rows(res: dict) -> list[tuple[str, str, dict, str]]:
     for m in res["methods"].values():
         g, n = tradeoff(m["valid_rows"][m["pick"]], ref)
         note = f"{100 * g:+.1f}% / {100 * n:+.1f}%" + ("" if m["within_limit"] else " †")
-        label = m["label"] if m["name"] == "popsteer" else f"{m['label']} (tuned)"
+        label = m["label"] if m["name"].startswith("popsteer") else f"{m['label']} (tuned)"
         rows.append((label, m["describe"], m["test"], note))
     return rows
 
@@ -104,8 +107,27 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
     header = ["method", "setting", *(name for _, name in COLUMNS), "valid Gini↓ / NDCG↓"]
     out.append(md_table(header, [[md(label), setting, *(fmt(metrics[k], k) for k in METRIC_KEYS), note]
                                  for label, setting, metrics, note in main_rows(res)]))
+    stats = res["stats"]
+    caption, strengths = two_strength_table(res)
     out += ["", "“valid Gini↓ / NDCG↓”: relative drops of the picked point against SASRec on validation. "
             "† no grid point kept the NDCG drop within 5%: the point with the smallest drop is shown.", "",
+            "### Popularity-bias metrics", "", bias_table(main_rows(res)), "",
+            "APLT / ACLT: share / count of long-tail items per list; PopREO / PopRSP: relative spread of the head's and "
+            "the rest's hit (equal opportunity) and recommendation (statistical parity) rates, lower is fairer; "
+            "entropy of exposure and novelty in bits (docs/METHOD.md §5).", "",
+            "### Significance", "",
+            f"Paired per-user tests on test, Holm-Bonferroni corrected across the methods compared; ✓ significant at "
+            f"0.05 after correction. Intervals: {stats['resamples']} bootstrap resamples of the users (seed "
+            f"{stats['seed']}), the same for every method, so differences are paired.", "",
+            f"Against {md(res.get('model', 'SASRec'))}:", "",
+            significance_table(stats["vs_sasrec"], stats["labels"], stats["gini_vs_sasrec"]), "",
+            "Against PopSteer (tuned):", "",
+            significance_table(stats["vs_popsteer"], stats["labels"], stats["gini_vs_popsteer"]), "",
+            "95% bootstrap intervals (Gini, coverage and entropy re-centred by their bootstrap bias, docs/METHOD.md §5):",
+            "", intervals_table(stats), "",
+            "### Hypervolume", "", hv_note(res), "", hv_table(res), "",
+            "### Error-preserving steering", "", *[line + "\n" for line in variants_lines(res)],
+            "### Separate strengths (α_pop × α_unpop)", "", caption, "", strengths, "",
             "### Accuracy-fairness trade-off", "",
             f"![NDCG@10 vs Gini@10 on {res['title']}]({figure.name})", "",
             "Each method's grid (faint points), its Pareto front (line) and its validation pick (ringed); the star "

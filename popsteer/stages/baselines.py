@@ -4,6 +4,13 @@ tuned on validation with PopSteer's rule and reported on test (docs/METHOD.md §
 They depend on the recommender only, so their results live with it:
 ``<data-dir>/<dataset>/baselines/<recommender stem>/baselines_grid.csv`` and
 ``baselines.json`` (what was run; written last, so ``reuse`` can trust it).
+
+The x-space methods (PPD, SPREE) steer along a popularity direction estimated with the model's
+default probe, read as the analysis stage reads it (``probe_parts``, ``user_groups``): a
+sequential model's encoded popular-only vs unpopular-only synthetic profiles (seed
+``EncodeConfig.profile_seed``, so a sweep's encodings serve), a general model's (LightGCN) top vs
+bottom ``user_share`` of real users by mean history popularity, on their representations before
+the validation target (the ``valid`` part).
 """
 
 from __future__ import annotations
@@ -14,15 +21,19 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from popsteer.baselines import BASELINES, Baseline
+from popsteer.baselines.direction import popularity_direction
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, tune_baseline
-from popsteer.stages.config import SPLITS, BaselinesConfig
+from popsteer.stages.analysis import probe_parts
+from popsteer.stages.config import SPLITS, AnalysisConfig, BaselinesConfig
 from popsteer.stages.context import BaseContext
 from popsteer.stages.encoded import Encodings, Part
+from popsteer.steering.analysis import user_groups
 from popsteer.steering.results import seed_dir
 from popsteer.util import checkpoint
 from popsteer.util.atomic import write_csv, write_text
@@ -44,10 +55,52 @@ def baselines_dir(base: BaseContext) -> Path:
     return seed_dir(base.where.data_dir, base.data.name) / "baselines" / base.path.stem
 
 
-def _identity(base: BaseContext, cfg: BaselinesConfig, grids: dict[str, tuple]) -> dict:
+USER_SHARE = AnalysisConfig.__dataclass_fields__["user_share"].default
+"""The real-user probe's group share: the analysis stage's default."""
+
+
+def probe_spec(base: BaseContext) -> dict:
+    """How the popularity direction is estimated for this model: its default probe and that probe's parameter."""
+    probe = base.model.default_probe
+    if probe == "users":
+        return {"probe": "users", "user_share": USER_SHARE}
+    return {"probe": probe, "seed": base.encode.profile_seed}
+
+
+def probe_direction(base: BaseContext, spec: dict, encodings: Encodings, x_valid: np.ndarray) -> np.ndarray:
+    """The unit popularity direction u (d,) from the probe ``spec`` (``probe_spec``).
+
+    ``encodings``: a store to read the synthetic profiles from where it holds them (else they are
+    encoded, or read from this base's cache); ``x_valid``: (U, d) the valid part (the real users).
+    """
+    if spec["probe"] == "users":
+        top, bottom = user_groups(base.data, spec["user_share"])
+        return popularity_direction(x_valid[top], x_valid[bottom])
+    popular, unpopular = probe_parts(spec["probe"], base.model.general, spec["seed"])[:2]
+    if encodings.manifest(popular) is None or encodings.manifest(unpopular) is None:
+        encodings = base.encodings([popular, unpopular])
+    return popularity_direction(encodings.read(popular), encodings.read(unpopular))
+
+
+def scored_splits(base: BaseContext, encodings: Encodings | None = None,
+                  splits: tuple[str, ...] = SPLITS) -> dict[str, ScoredSplit]:
+    """What the re-rankers score on each split: the base's x, item table, evaluator, context and the
+    popularity direction (estimated once, from ``probe_spec``'s probe)."""
+    encodings = encodings or base.encodings([Part(s) for s in SPLITS])
+    x = {s: torch.from_numpy(encodings.read(s)) for s in SPLITS}
+    direction = probe_direction(base, probe_spec(base), encodings, x["valid"].numpy())
+    return {s: ScoredSplit.of(x[s], base.item_emb, base.evaluator(s), base.data, s, direction) for s in splits}
+
+
+def seeded_baseline(name: str, seed: int) -> Baseline:
+    """One registered re-ranker, bound to ``seed`` where it draws."""
+    return next(b for b in seeded_baselines(seed) if b.name == name)
+
+
+def _identity(base: BaseContext, cfg: BaselinesConfig, grids: dict[str, tuple], span_gini: float | None) -> dict:
     return {"base_checkpoint": str(base.path.resolve()), "base_sha256": checkpoint.file_sha256(base.path),
-            "seed": cfg.seed, "max_ndcg_drop": cfg.max_ndcg_drop,
-            "grids": {name: [dict(p) for p in grid] for name, grid in grids.items()}}
+            "seed": cfg.seed, "max_ndcg_drop": cfg.max_ndcg_drop, "span_gini": span_gini,
+            "direction": probe_spec(base), "grids": {name: [dict(p) for p in grid] for name, grid in grids.items()}}
 
 
 def _reused(folder: Path, identity: dict) -> dict | None:
@@ -60,26 +113,30 @@ def _reused(folder: Path, identity: dict) -> dict | None:
 
 
 def tune_baselines(base: BaseContext, cfg: BaselinesConfig, base_valid: dict, *, reuse: bool = True,
-                   encodings: Encodings | None = None) -> dict[str, dict]:
-    """name -> ``tune_baseline``'s result (grids on valid and test, the pick, its test metrics, a description).
+                   encodings: Encodings | None = None, span_gini: float | None = None) -> dict[str, dict]:
+    """name -> ``tune_baseline``'s result (grids on valid and test, the pick, its test metrics, a
+    description; ``spans`` / ``stop`` of the grid extension).
 
     ``base_valid``: the recommender's own validation metrics (the reference of the pick rule).
+    ``span_gini``: the lowest validation Gini@10 of PopSteer's grid; every re-ranker's grid is then
+    extended toward it (``popsteer.baselines.tuning``); None keeps the registered grids.
     """
     methods = seeded_baselines(cfg.seed)
     grids = {b.name: b.tiny_grid() if cfg.tiny else b.grid for b in methods}
     folder = baselines_dir(base)
-    identity = _identity(base, cfg, grids)
+    span_gini = None if span_gini is None else float(span_gini)
+    identity = _identity(base, cfg, grids, span_gini)
     if reuse and (found := _reused(folder, identity)) is not None:
         log.info("baselines reused from %s", folder)
         return found
-    encodings = encodings or base.encodings([Part(s) for s in SPLITS])
-    split = {s: ScoredSplit.of(torch.from_numpy(encodings.read(s)), base.item_emb, base.evaluator(s),
-                               base.data, s) for s in SPLITS}
+    split = scored_splits(base, encodings)
     out = {}
     for b in methods:
-        out[b.name] = tune_baseline(b, split["valid"], split["test"], base_valid, grids[b.name], cfg.max_ndcg_drop)
+        out[b.name] = tune_baseline(b, split["valid"], split["test"], base_valid, grids[b.name], cfg.max_ndcg_drop,
+                                    span_gini)
         out[b.name]["describe"] = b.describe(out[b.name]["params"])
-    rows = [{"method": name, "split": s, **r} for name, m in out.items() for s in SPLITS for r in m[f"{s}_rows"]]
+    rows = [{"method": name, "split": s, "extended": i >= m["n_base_points"], **r}
+            for name, m in out.items() for s in SPLITS for i, r in enumerate(m[f"{s}_rows"])]
     write_csv(folder / "baselines_grid.csv", pd.DataFrame(rows), index=False)
     write_text(folder / "baselines.json", json.dumps({"identity": identity, "methods": out}, indent=2, default=float))
     return out

@@ -182,10 +182,22 @@ class GridConfig:
     """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
     max_ndcg_drop: float = 0.05
     """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
+    variant: Literal["replace", "preserve"] = "replace"
+    """replace: the recommender scores the steered reconstruction (the paper); preserve: x + (decode(steer(h)) - decode(h)), keeping the SAE's error."""
+    alpha_unpops: list[float] | None = None
+    """Separate strengths for the boosted (unpopular) neurons: the grid is N x alpha (suppressed, popular) x these."""
+
+    @property
+    def tag(self) -> str:
+        """'' for the paper's grid, else what the grid's result files are suffixed with."""
+        return ("-preserve" if self.variant == "preserve" else "") + ("-2d" if self.alpha_unpops is not None else "")
 
     def __post_init__(self) -> None:
         if not self.ns or not self.alphas:
             raise PopSteerError("the steering grid needs at least one N and one alpha")
+        if self.alpha_unpops is not None and not (
+                self.alpha_unpops and all(math.isfinite(a) and a >= 0 for a in self.alpha_unpops)):
+            raise PopSteerError(f"stages.steering.alpha_unpops must be finite numbers >= 0, got {self.alpha_unpops}")
         if min(self.ns) < 1:
             raise PopSteerError(f"stages.steering.ns must all be >= 1, got {self.ns}")
         if not all(math.isfinite(a) and a >= 0 for a in self.alphas):
@@ -238,48 +250,6 @@ class BaselinesConfig:
     """CI-sized grids: the first, middle and last point of each re-ranker's grid."""
     max_ndcg_drop: float = 0.05
     """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
-
-
-@dataclass
-class ReportConfig:
-    """Stage 7: the results report of one or more analysed SAEs (one section each)."""
-
-    __pydantic_config__ = CONFIG
-
-    saes: list[str]
-    """Analysed SAE checkpoints; one section per dataset and base-recommender origin."""
-    out: str = "docs/RESULTS.md"
-    """The markdown report; plots and grid CSVs go beside it."""
-    tiny: bool = False
-    """CI-sized grids: 3 points per baseline, N in {512, max}, alpha in {1, default, 4}."""
-    shared_dir: str | None = None
-    """Folder with <dataset>/reference/popsteer_cohens_d.csv.gz (the authors' files) for the fidelity checks;
-    default $POPSTEER_SHARED_DATASETS or ../shared/datasets."""
-    seed: int = DEFAULT_SEED
-    """Seed of the random re-ranker."""
-    swap_sigma: bool = False
-    """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
-    where: Workspace = field(default_factory=Workspace)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    mlflow: bool = False
-    """Also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)."""
-
-
-@dataclass
-class EvaluateConfig:
-    """Score a checkpoint on a split: a recommender's metrics, or an SAE's reconstruction against its recommender."""
-
-    __pydantic_config__ = CONFIG
-
-    path: str
-    """A recommender or SAE checkpoint (.safetensors)."""
-    split: Literal["valid", "test"] = "test"
-    """Split to score."""
-    where: Workspace = field(default_factory=Workspace)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-
-    def __post_init__(self) -> None:
-        check_choices(self)
 
 
 @dataclass

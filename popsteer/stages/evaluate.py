@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from popsteer.sae.train import sae_report
-from popsteer.stages.config import EvaluateConfig, SAERef
+from popsteer.stages.config import SAERef
+from popsteer.stages.config_report import EvaluateConfig
 from popsteer.stages.context import load_base, load_sae_context
 from popsteer.stages.encoded import Part
 from popsteer.util import checkpoint

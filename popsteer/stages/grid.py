@@ -39,6 +39,8 @@ from popsteer.util.atomic import write_csv, write_text
 log = logging.getLogger(__name__)
 
 K = 10
+METRICS = 2
+"""Version of the metric set in a grid's rows (2: the field's bias metrics); a cached grid of another is redone."""
 
 
 @dataclass
@@ -54,6 +56,8 @@ class GridJob:
     bias: torch.Tensor | None = None  # (n_items,) the model's item bias
     exclude: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """split -> CSR of each user's items never ranked (a general model's history)."""
+    preserve: bool = False
+    """The error-preserving variant: x + (decode(steer(h)) - decode(h))."""
 
 
 class GridExecutor(Protocol):
@@ -66,7 +70,7 @@ class LocalGrid:
 
     def topk_lists(self, job: GridJob) -> dict[str, dict[str, np.ndarray]]:
         return {split: score_users(job.sae, torch.from_numpy(x), job.item_emb, job.k, job.deltas,
-                                   bias=job.bias, exclude=job.exclude.get(split))
+                                   bias=job.bias, exclude=job.exclude.get(split), preserve=job.preserve)
                 for split, x in job.x.items()}
 
 
@@ -75,54 +79,67 @@ class GridResult:
     dataset: str
     points: list[GridPoint]
     rows: dict[str, list[dict]]
-    """split -> one row per point: num_neurons, alpha and every metric."""
+    """split -> one row per point: num_neurons, alpha (alpha_unpop on a two-strength grid) and every metric."""
     baselines: dict[str, dict]
     """split -> {"sasrec": metrics, "sae": metrics} (the recommender, the unsteered reconstruction)."""
     pick: dict | None
     """The validation pick: num_neurons, alpha, valid_gini_drop, valid_ndcg_drop; None when no point qualifies."""
     files: list[str]
+    lists: dict[str, dict[str, np.ndarray]] | None = None
+    """split -> the executor's top-k lists ({"sasrec", "sae": (U, k), "points": (P, U, k)}); None when reused."""
 
-    def row(self, split: str, num_neurons: int, alpha: float) -> dict:
-        return next(r for r in self.rows[split] if r["num_neurons"] == num_neurons and r["alpha"] == alpha)
+    def row(self, split: str, num_neurons: int, alpha: float, alpha_unpop: float | None = None) -> dict:
+        return next(r for r in self.rows[split] if r["num_neurons"] == num_neurons and r["alpha"] == alpha
+                    and (alpha_unpop is None or r["alpha_unpop"] == alpha_unpop))
 
     def picked(self, split: str) -> dict | None:
-        return None if self.pick is None else self.row(split, self.pick["num_neurons"], self.pick["alpha"])
+        return None if self.pick is None else self.row(split, self.pick["num_neurons"], self.pick["alpha"],
+                                                       self.pick.get("alpha_unpop"))
 
 
 def _identity(ctx: SAEContext, cfg: GridStageConfig, points: list[GridPoint]) -> dict:
-    return {"sae_checkpoint": str(ctx.path.resolve()), "sae_sha256": checkpoint.file_sha256(ctx.path),
-            "dataset": ctx.data.name,
-            "points": [[p.num_neurons, p.alpha] for p in points], "splits": list(cfg.grid.splits),
-            "swap_sigma": cfg.grid.swap_sigma, "max_ndcg_drop": cfg.grid.max_ndcg_drop}
+    out = {"sae_checkpoint": str(ctx.path.resolve()), "sae_sha256": checkpoint.file_sha256(ctx.path),
+           "dataset": ctx.data.name,
+           "points": [list(p.params().values()) for p in points], "splits": list(cfg.grid.splits),
+           "swap_sigma": cfg.grid.swap_sigma, "max_ndcg_drop": cfg.grid.max_ndcg_drop, "metrics": METRICS}
+    if cfg.grid.variant != "replace":  # the paper's grid keeps the identity it always had
+        out["variant"] = cfg.grid.variant
+    return out
 
 
-def _reused(folder: Path, identity: dict, points: list[GridPoint]) -> GridResult | None:
+def grid_files(tag: str = "") -> tuple[str, str, str, str]:
+    """The grid's files in the SAE's results folder: table, pick, plot, identity (``tag``: ``GridConfig.tag``)."""
+    return (f"steering_grid{tag}.csv", f"steering_pick{tag}.json", f"tradeoff{tag}.png", f"steering_grid{tag}.json")
+
+
+def _reused(folder: Path, identity: dict, points: list[GridPoint], tag: str) -> GridResult | None:
+    table_f, pick_f, _, ident_f = names = grid_files(tag)
     try:
-        if json.loads((folder / "steering_grid.json").read_text()) != identity:
+        if json.loads((folder / ident_f).read_text()) != identity:
             return None
-        table = pd.read_csv(folder / "steering_grid.csv")
-        saved = json.loads((folder / "steering_pick.json").read_text())
+        table = pd.read_csv(folder / table_f)
+        saved = json.loads((folder / pick_f).read_text())
     except (OSError, ValueError, KeyError):
         return None
     rows = {s: table[table["split"] == s].drop(columns="split").to_dict("records") for s in identity["splits"]}
     baselines = {s: saved[f"{s}_baselines"] for s in identity["splits"]}
-    files = [str(folder / f) for f in ("steering_grid.csv", "steering_pick.json", "tradeoff.png", "steering_grid.json")]
-    log.info("steering grid reused from %s", folder)
-    return GridResult(identity["dataset"], points, rows, baselines, saved["pick"], files)
+    log.info("steering grid reused from %s", folder / table_f)
+    return GridResult(identity["dataset"], points, rows, baselines, saved["pick"], [str(folder / f) for f in names])
 
 
-def _write(folder: Path, result: GridResult, identity: dict, title: str) -> list[str]:
+def _write(folder: Path, result: GridResult, identity: dict, title: str, tag: str) -> list[str]:
+    table_f, pick_f, plot_f, ident_f = grid_files(tag)
     table = pd.DataFrame([{"split": s, **r} for s in result.rows for r in result.rows[s]])
-    write_csv(folder / "steering_grid.csv", table, index=False)
+    write_csv(folder / table_f, table, index=False)
     picks = {"pick": result.pick, **{s: result.picked(s) for s in result.rows},
              **{f"{s}_baselines": b for s, b in result.baselines.items()}}
-    write_text(folder / "steering_pick.json", json.dumps(picks, indent=2, default=float))
-    files = [folder / "steering_grid.csv", folder / "steering_pick.json"]
+    write_text(folder / pick_f, json.dumps(picks, indent=2, default=float))
+    files = [folder / table_f, folder / pick_f]
     if "valid" in result.rows:
-        files.append(grid_tradeoff(result.rows["valid"], folder / "tradeoff.png", result.baselines["valid"],
-                                   result.picked("valid"), title=f"{title}: NDCG@10 vs Gini@10 (valid)"))
-    write_text(folder / "steering_grid.json", json.dumps(identity, indent=2))
-    return [str(f) for f in (*files, folder / "steering_grid.json")]
+        files.append(grid_tradeoff(result.rows["valid"], folder / plot_f, result.baselines["valid"],
+                                   result.picked("valid"), title=f"{title}{tag}: NDCG@10 vs Gini@10 (valid)"))
+    write_text(folder / ident_f, json.dumps(identity, indent=2))
+    return [str(f) for f in (*files, folder / ident_f)]
 
 
 def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = False, strict_n: bool = False,
@@ -137,9 +154,9 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
     if strict_n and max(cfg.grid.ns) > n_latents:
         raise PopSteerError(f"num_neurons must be in [0, {n_latents}] (the SAE's hidden size), got {max(cfg.grid.ns)}")
     scores = ctx.scores()
-    points = grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas)
-    identity = _identity(ctx, cfg, points)
-    if reuse and (found := _reused(ctx.results_dir, identity, points)) is not None:
+    points = grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas, cfg.grid.alpha_unpops)
+    identity, tag = _identity(ctx, cfg, points), cfg.grid.tag
+    if reuse and (found := _reused(ctx.results_dir, identity, points, tag)) is not None:
         return found
     splits = list(cfg.grid.splits)
     encodings = encodings or ctx.base.encodings([Part(s) for s in splits], encoder)
@@ -150,22 +167,20 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
     table = ctx.base.table
     exclude = {s: ctx.data.history_csr(s) for s in splits} if table.general else {}
     job = GridJob(str(ctx.path), ctx.sae, point_deltas(scores, points, cfg.grid.swap_sigma), table.emb, x,
-                  bias=table.bias, exclude=exclude)
+                  bias=table.bias, exclude=exclude, preserve=cfg.grid.variant == "preserve")
     lists = (executor or LocalGrid()).topk_lists(job)
     rows, baselines = {}, {}
     for s in splits:
         ev = ctx.base.evaluator(s, k=K)  # the model's popularity counts (metrics of lists only)
         baselines[s] = {name: ev.metrics_of_topk(lists[s][name]) for name in ("sasrec", "sae")}
-        rows[s] = [{"num_neurons": p.num_neurons, "alpha": p.alpha, **ev.metrics_of_topk(lists[s]["points"][i])}
-                   for i, p in enumerate(points)]
+        rows[s] = [{**p.params(), **ev.metrics_of_topk(lists[s]["points"][i])} for i, p in enumerate(points)]
     pick = None
     if "valid" in rows and (i := pick_index(rows["valid"], baselines["valid"]["sasrec"], cfg.grid.max_ndcg_drop)) is not None:
         gini_drop, ndcg_drop = tradeoff(rows["valid"][i], baselines["valid"]["sasrec"])
-        pick = {"num_neurons": points[i].num_neurons, "alpha": points[i].alpha, "valid_gini_drop": gini_drop,
-                "valid_ndcg_drop": ndcg_drop}
-    result = GridResult(ctx.data.name, points, rows, baselines, pick, [])
+        pick = {**points[i].params(), "valid_gini_drop": gini_drop, "valid_ndcg_drop": ndcg_drop}
+    result = GridResult(ctx.data.name, points, rows, baselines, pick, [], lists)
     if write:
-        result.files = _write(ctx.results_dir, result, identity, ctx.path.stem)
+        result.files = _write(ctx.results_dir, result, identity, ctx.path.stem, tag)
     log.info("steering grid: %d points x %d split(s); pick %s", len(points), len(splits),
              "none within the NDCG limit" if pick is None else f"N={pick['num_neurons']} alpha={pick['alpha']:g}")
     return result

@@ -17,64 +17,69 @@ import re
 from pathlib import Path
 
 from popsteer.errors import PopSteerError
+from popsteer.baselines.tuning import rerank_split
 from popsteer.eval.popularity import PopularityGroups
-from popsteer.eval.tradeoff import pick_with_fallback
 from popsteer.report.fidelity import fidelity, shared_dir
 from popsteer.report.neurons import top_neurons
 from popsteer.report.plots import methods_tradeoff
 from popsteer.report.render import METRIC_KEYS, closing_note, grid_frame, main_rows, render_dataset
-from popsteer.stages.baselines import tune_baselines
-from popsteer.stages.config import BaselinesConfig, GridConfig, GridStageConfig, ReportConfig, SAERef
+from popsteer.report.render_eval import BIAS_COLUMNS
+from popsteer.stages.baselines import scored_splits, seeded_baseline, tune_baselines
+from popsteer.stages.config import SPLITS, BaselinesConfig, SAERef
+from popsteer.stages.config_report import ReportConfig
 from popsteer.stages.context import load_sae_context
-from popsteer.stages.grid import steering_grid
-from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
+from popsteer.stages.encoded import Part
+from popsteer.stages.section import (DEFAULT_ALPHA, DEFAULT_N, VARIANTS, hypervolumes, point_lists, popsteer_methods,
+                                     statistics)
 from popsteer.util.atomic import write_csv, write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_N = 4096
-DEFAULT_ALPHA = {"ml-1m": 1.5, "lastfm": 4.0}  # docs/METHOD.md §4; 1.5 elsewhere
-
-
-def popsteer_grid(alpha0: float, tiny: bool) -> GridConfig:
-    """The docs/METHOD.md grid plus the default alpha; tiny: N in {512, max}, alpha in {1, default, 4}."""
-    if tiny:
-        return GridConfig(ns=[512, DEFAULT_N], alphas=sorted({1.0, alpha0, 4.0}))
-    return GridConfig(ns=list(DEFAULT_NS), alphas=sorted({*DEFAULT_ALPHAS, alpha0}))
-
-
 def evaluate_section(sae_path: str, cfg: ReportConfig) -> dict:
-    """Every number of one section."""
+    """Every number of one section (``popsteer.stages.section``)."""
     ref = SAERef(path=sae_path, where=cfg.where, encode=cfg.encode)
     ctx = load_sae_context(ref)
     n_latents, data = ctx.meta["n_latents"], ctx.data
     n0, a0 = min(DEFAULT_N, n_latents), DEFAULT_ALPHA.get(data.name, 1.5)
-    grid_cfg = popsteer_grid(a0, cfg.tiny)
-    grid_cfg.swap_sigma = cfg.swap_sigma
-    grid = steering_grid(GridStageConfig(ref, grid_cfg), reuse=True, data=data)
+    grid, methods = popsteer_methods(ref, ctx, cfg, a0)
     base_valid, base_test = grid.baselines["valid"], grid.baselines["test"]
-    valid_rows, test_rows = grid.rows["valid"], grid.rows["test"]
-    idx, within = pick_with_fallback(valid_rows, base_valid["sasrec"])
-    params = [{"num_neurons": p.num_neurons, "alpha": p.alpha} for p in grid.points]
-    methods = {"popsteer": {"name": "popsteer", "label": "PopSteer (tuned)", "grid": params, "valid_rows": valid_rows,
-                            "test_rows": test_rows, "pick": idx, "params": params[idx], "within_limit": within,
-                            "test": {k: test_rows[idx][k] for k in METRIC_KEYS},
-                            "describe": f"N={params[idx]['num_neurons']}, α={params[idx]['alpha']:g}"}}
-    methods.update(tune_baselines(ctx.base, BaselinesConfig(seed=cfg.seed, tiny=cfg.tiny), base_valid["sasrec"]))
+    span = min(r["gini@10"] for r in methods["popsteer"]["valid_rows"])
+    encodings = ctx.base.encodings([Part(s) for s in SPLITS])
+    methods.update(tune_baselines(ctx.base, BaselinesConfig(seed=cfg.seed, tiny=cfg.tiny), base_valid["sasrec"],
+                                  encodings=encodings, span_gini=span))
     imported = ctx.base.meta.get("imported_from") is not None
     model = ctx.base.model.recbole_class
     shared = shared_dir(cfg.shared_dir)
     scores = ctx.scores()
     groups = PopularityGroups.from_counts(data.train_target_counts())
-    return {"dataset": data.name, "checkpoint": str(sae_path), "meta": ctx.meta, "n_latents": n_latents,
-            "sasrec_origin": "authors" if imported else "popsteer",
-            "model": model,
-            "title": f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer"),
-            "slug": data.name + ("" if model == "SASRec" else f"-{model.lower()}") + ("-authors" if imported else ""),
-            "defaults": {"num_neurons": n0, "alpha": a0}, "base_valid": base_valid, "base_test": base_test,
-            "default_test": grid.row("test", n0, a0), "methods": methods, "d": scores.d,
-            "neurons": top_neurons(data, cfg.where.data_dir, groups, scores.d, shared, sae_path),
-            "fidelity": fidelity(data.name, scores.d, shared, base_valid["sasrec"])}
+    res = {"dataset": data.name, "checkpoint": str(sae_path), "meta": ctx.meta, "n_latents": n_latents,
+           "sasrec_origin": "authors" if imported else "popsteer", "model": model,
+           "title": f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer"),
+           "slug": data.name + ("" if model == "SASRec" else f"-{model.lower()}") + ("-authors" if imported else ""),
+           "defaults": {"num_neurons": n0, "alpha": a0}, "base_valid": base_valid, "base_test": base_test,
+           "default_test": grid.row("test", n0, a0), "methods": methods, "d": scores.d,
+           "neurons": top_neurons(data, cfg.where.data_dir, groups, scores.d, shared, sae_path),
+           "fidelity": fidelity(data.name, scores.d, shared, base_valid["sasrec"]),
+           "hv": hypervolumes(methods, grid.baselines)}
+    res["stats"] = section_statistics(ref, ctx, cfg, methods, encodings, (n0, a0))
+    return res
+
+
+def section_statistics(ref: SAERef, ctx, cfg: ReportConfig, methods: dict, encodings, defaults) -> dict:
+    """Every method's test lists at its pick, then intervals and paired tests (``section.statistics``)."""
+    n0, a0 = defaults
+    first = point_lists(ref, ctx, cfg, "popsteer", {"num_neurons": n0, "alpha": a0})
+    lists = {"sasrec": first["sasrec"], "sae": first["sae"], "popsteer_defaults": first["point"]}
+    labels = {"sasrec": ctx.base.model.recbole_class, "sae": "SAE (unsteered)", "popsteer_defaults": "PopSteer (defaults)"}
+    split = None
+    for name, m in methods.items():
+        labels[name] = m["label"] if name.startswith("popsteer") else f"{m['label']} (tuned)"
+        if name in VARIANTS:
+            lists[name] = point_lists(ref, ctx, cfg, name, m["params"])["point"]
+        else:
+            split = split or scored_splits(ctx.base, encodings, ("test",))["test"]
+            lists[name] = rerank_split(seeded_baseline(name, cfg.seed), m["params"], split)
+    return statistics(lists, labels, ctx.base.evaluator("test"), cfg.resamples, cfg.seed)
 
 
 def log_to_mlflow(files: list[Path], results: list[dict]) -> str | None:
@@ -87,15 +92,16 @@ def log_to_mlflow(files: list[Path], results: list[dict]) -> str | None:
     metrics = {}
     for res in results:
         for label, _, values, _ in main_rows(res):
-            for key in METRIC_KEYS:
-                if math.isfinite(values[key]):
+            for key in (*METRIC_KEYS, *(k for k, _ in BIAS_COLUMNS)):
+                if math.isfinite(values.get(key, math.nan)):
                     slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
                     metrics[f"{res['slug']}/{slug}/{key.replace('@', '_at_')}"] = float(values[key])
     try:
         with mlflow.start_run(run_name="popsteer-report") as run:
             for path in files:
                 mlflow.log_artifact(str(path))
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics(metrics | {f"{res['slug']}/{name}/hypervolume_{split}": v for res in results
+                                          for name, hv in res["hv"]["methods"].items() for split, v in hv.items()})
             return run.info.run_id
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         raise PopSteerError(f"MLflow logging failed (the report is written): {str(exc).splitlines()[0]}") from None
@@ -134,11 +140,15 @@ def report(cfg: ReportConfig) -> dict:
         (" --tiny" if cfg.tiny else "")
     head = ["# PopSteer results", "",
             f"Generated by `{command}`. Metrics at k=10 on the test split (docs/METHOD.md §5); "
-            "every hyper-parameter chosen on validation only. Re-rankers (docs/METHOD.md §6) work on SASRec's "
-            "scores: IPR (weight on softmax scores), FA\\*IR (protected group: mid + tail items), PCT (greedy "
-            "popularity calibration over the top-100), random re-ranking of the top-m (seed "
-            f"{cfg.seed})." + (" **Tiny settings** (trimmed grids): a structural check, not the paper's numbers."
-                               if cfg.tiny else ""), ""]
+            "every hyper-parameter chosen on validation only. PopSteer in three forms (docs/METHOD.md §4): the paper's "
+            "(the steered reconstruction replaces x), error-preserving (x + decode(steer(h)) − decode(h)) and separate "
+            "strengths for popular and unpopular neurons. Post-hoc baselines on the frozen recommender "
+            "(docs/METHOD.md §6): IPR (the reference's weight on the raw scores), FA\\*IR (protected group: mid + tail "
+            "items), PCT (greedy popularity calibration over the top-100), random re-ranking of the top-m (seed "
+            f"{cfg.seed}), P-MMF, PPD (projecting the popularity direction out of x) and SPREE-like steering along it "
+            "with a per-user strength; every re-ranker's grid extended toward PopSteer's Gini range." + (
+                " **Tiny settings** (trimmed grids): a structural check, not the paper's numbers."
+                if cfg.tiny else ""), ""]
     write_text(out, "\n".join(head + sections + closing_note(results)) + kept_by_hand(out))
     log.info("wrote %s and %d figure(s)", out, len(results))
     run_id = log_to_mlflow(files, results) if cfg.mlflow else None

@@ -5,6 +5,13 @@ Neurons are ranked by |d|; the top N get a weight
 moves by ``+w_j sigma_j`` for unpopular neurons (d < 0, boosted) and ``-w_j sigma_j`` for
 popular ones (d > 0, suppressed); then ReLU, TopK, decode. By default sigma_j is the SD of
 the neuron's own group; ``swap_sigma`` reproduces the reference's swapped files.
+
+Two extensions (docs/METHOD.md §4):
+
+- separate strengths (the extended paper): ``alpha`` for the popular neurons (suppressed) and
+  ``alpha_unpop`` for the unpopular ones (boosted); ``alpha_unpop=None`` is the single-alpha case;
+- the error-preserving variant ``x' = x + (decode(steer(h)) - decode(h))``: the SAE's
+  reconstruction error is kept, so alpha = 0 gives the recommender's own x exactly.
 """
 
 from __future__ import annotations
@@ -55,12 +62,17 @@ def steering_weights(d: np.ndarray, num_neurons: int, alpha: float) -> np.ndarra
     return w
 
 
-def steering_delta(scores: NeuronScores, num_neurons: int, alpha: float, swap_sigma: bool = False) -> torch.Tensor:
-    """Eq. 4 as an additive shift of the pre-activations, shape (n,) float32."""
+def steering_delta(scores: NeuronScores, num_neurons: int, alpha: float, swap_sigma: bool = False,
+                   alpha_unpop: float | None = None) -> torch.Tensor:
+    """Eq. 4 as an additive shift of the pre-activations, shape (n,) float32.
+
+    ``alpha`` weighs the suppressed (popular) neurons and ``alpha_unpop`` (default: ``alpha``)
+    the boosted (unpopular) ones; the N steered neurons are the top N by |d| either way."""
     w = steering_weights(scores.d, num_neurons, alpha)
+    w_unpop = w if alpha_unpop is None else steering_weights(scores.d, num_neurons, alpha_unpop)
     boost_sigma = scores.sigma_pop if swap_sigma else scores.sigma_unpop
     suppress_sigma = scores.sigma_unpop if swap_sigma else scores.sigma_pop
-    delta = np.where(scores.d < 0, w * boost_sigma, np.where(scores.d > 0, -w * suppress_sigma, 0.0))
+    delta = np.where(scores.d < 0, w_unpop * boost_sigma, np.where(scores.d > 0, -w * suppress_sigma, 0.0))
     return torch.as_tensor(delta, dtype=torch.float32)
 
 
@@ -70,11 +82,29 @@ def steer_preactivations(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 
 def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.Tensor,
-                           batch_size: int = 4096) -> torch.Tensor:
+                           batch_size: int = 4096, x: torch.Tensor | None = None) -> torch.Tensor:
     """Decode steered pre-activations: ReLU, TopK(K), sparse decode. (U, n) -> (U, d).
 
-    Streams over user batches, so no second (U, n) tensor is ever held.
+    With ``x`` (U, d), the users' own representations, the error-preserving variant
+    ``x + (decode(steer(h)) - decode(h))`` instead. Streams over user batches, so no second
+    (U, n) tensor is ever held.
     """
+    out = []
     with torch.no_grad():
-        return torch.cat([sae.decode_sparse(*topk_relu_sparse(steer_preactivations(h[s : s + batch_size], delta), sae.k))
-                          for s in range(0, h.shape[0], batch_size)])
+        for s in range(0, h.shape[0], batch_size):
+            hb = h[s : s + batch_size]  # (B, n)
+            steered = topk_relu_sparse(steer_preactivations(hb, delta), sae.k)
+            if x is None:
+                out.append(sae.decode_sparse(*steered))
+            else:
+                out.append(preserve_error(sae, x[s : s + batch_size], hb, *steered))
+    return torch.cat(out)
+
+
+def preserve_error(sae: torch.nn.Module, x: torch.Tensor, h: torch.Tensor, values: torch.Tensor,
+                   indices: torch.Tensor) -> torch.Tensor:
+    """``x + (decode(steered) - decode(h))`` for rows x (B, d), their pre-activations h (B, n) and
+    the steered code ``values, indices`` (B, K). b_dec cancels; where the steered code equals
+    the unsteered one (alpha = 0) the difference is exactly 0, so x comes back bit for bit."""
+    v0, i0 = topk_relu_sparse(h, sae.k)  # (B, K) the unsteered code
+    return x + (sae.decode_sparse_nobias(values, indices) - sae.decode_sparse_nobias(v0, i0))
