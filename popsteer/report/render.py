@@ -43,13 +43,15 @@ def closing_lines(res: dict) -> list[str]:
     return lines
 
 
-def beaten_baselines(res: dict) -> tuple[list[str], list[str]]:
-    """Labels of the baselines PopSteer (tuned) beats / does not beat on the test trade-off score."""
+def beaten_baselines(res: dict) -> tuple[list[str], list[str], list[str]]:
+    """Labels of the other methods PopSteer (tuned) beats / does not beat / ties (the same score: the
+    same pick) on the test trade-off score."""
     base = res["base_test"]["sasrec"]
     score = {name: trade_score(m["test"], base) for name, m in res["methods"].items()}
     others = [m for name, m in res["methods"].items() if name != "popsteer"]
     won = [m["label"] for m in others if score["popsteer"] > score[m["name"]]]
-    return won, [m["label"] for m in others if m["label"] not in won]
+    tied = [m["label"] for m in others if score["popsteer"] == score[m["name"]]]
+    return won, [m["label"] for m in others if m["label"] not in won + tied], tied
 
 
 def closing_note(results: list[dict]) -> list[str]:
@@ -57,10 +59,11 @@ def closing_note(results: list[dict]) -> list[str]:
            "Trade-off score: relative Gini@10 drop minus relative NDCG@10 drop against SASRec on test, for each "
            "method's validation pick (the per-dataset summaries give the margins and the grid dominance).", ""]
     for res in results:
-        won, lost = beaten_baselines(res)
-        line = f"- **{res['title']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost)} other methods"
+        won, lost, tied = beaten_baselines(res)
+        line = f"- **{res['title']}**: PopSteer (tuned) beats {len(won)} of {len(won) + len(lost) + len(tied)} other methods"
         line += f" ({', '.join(map(md, won))})" if won else ""
-        line += f"; it does not beat {', '.join(map(md, lost))}." if lost else "."
+        line += f"; it does not beat {', '.join(map(md, lost))}" if lost else ""
+        line += f"; it ties {', '.join(map(md, tied))} (the same pick)." if tied else "."
         out.append(line)
         out += [f"  - {v}." for v in verdict_lines(res)]
     return out + [""]

@@ -182,5 +182,6 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
     if write:
         result.files = _write(ctx.results_dir, result, identity, ctx.path.stem, tag)
     log.info("steering grid: %d points x %d split(s); pick %s", len(points), len(splits),
-             "none within the NDCG limit" if pick is None else f"N={pick['num_neurons']} alpha={pick['alpha']:g}")
+             "none (no validation split)" if "valid" not in rows else "none within the NDCG limit" if pick is None
+             else f"N={pick['num_neurons']} alpha={pick['alpha']:g}")
     return result

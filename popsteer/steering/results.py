@@ -10,6 +10,7 @@ Each SAE has its results folder ``<data-dir>/<dataset>/analysis/<SAE file stem>/
     steering_grid.csv/.json       every grid point on valid and test, and what the grid was
     steering_pick.json            the validation pick and its test row
     tradeoff.png                  NDCG@10 against Gini@10 over the grid
+    *-preserve.*, *-2d.*          the same three for the error-preserving grid and the two-strength grid
 
 The seed's own files (``cohens_d.csv``, ``row_stats_*.csv``, ``steer_*.csv``,
 ``steering_grid_valid.csv``, ``steering_tuned_test.csv``) go to ``<data-dir>/<dataset>/`` too,
