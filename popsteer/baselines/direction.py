@@ -3,7 +3,7 @@
 No maintained package implements either; both are written here from the published
 descriptions (docs/METHOD.md §6). The direction is the difference of the mean representations
 of a popular and an unpopular probe group (the model's default probe; the stage picks them,
-``popsteer.stages.baselines.probe_groups``), normalised:
+``popsteer.stages.baselines.probe_direction``), normalised:
 
     u = (mean x_pop - mean x_unpop) / ||mean x_pop - mean x_unpop||        (d,)
 
