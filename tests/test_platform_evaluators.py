@@ -49,18 +49,24 @@ def _grid(ref, ns, alphas):
     return GridStageConfig(ref, GridConfig(ns=list(ns), alphas=list(alphas)))
 
 
-def test_actor_grid_equals_single_process_grid(ray_session, steering_setup, ml100k_small):
+def _local_and_actors(cfg, data):
+    """The grid of ``cfg`` in this process and on a pool of two evaluator actors: (local, actors, pool)."""
     from popsteer.platform.evaluators import EvaluatorPool
     from popsteer.stages.grid import steering_grid
 
-    ref, _ = steering_setup
-    cfg = _grid(ref, (16, 64, 128), (1.0, 2.5, 4.0))
-    want = steering_grid(cfg, write=False, data=ml100k_small)
+    want = steering_grid(cfg, write=False, data=data)
     pool = EvaluatorPool(2, num_cpus=0.5)
     try:
-        got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool)
+        got = steering_grid(cfg, write=False, data=data, executor=pool)
     finally:
         pool.shutdown()
+    return want, got, pool
+
+
+def test_actor_grid_equals_single_process_grid(ray_session, steering_setup, ml100k_small):
+    ref, _ = steering_setup
+    cfg = _grid(ref, (16, 64, 128), (1.0, 2.5, 4.0))
+    want, got, pool = _local_and_actors(cfg, ml100k_small)
     assert len(pool.pids_seen) == 2  # both actors scored shards
     assert got.pick == want.pick
     for split in ("valid", "test"):
@@ -181,18 +187,11 @@ def test_analysis_in_a_ray_task_equals_the_local_analysis(ray_session, steering_
 def test_actor_grid_equals_single_process_for_the_variants(ray_session, steering_setup, ml100k_small):
     """The error-preserving variant and two strengths on evaluator actors: the single-process rows; with
     preserve, alpha = 0 on both sides is the recommender's own metrics exactly."""
-    from popsteer.platform.evaluators import EvaluatorPool
     from popsteer.stages.config import GridConfig, GridStageConfig
-    from popsteer.stages.grid import steering_grid
 
     ref, _ = steering_setup
     cfg = GridStageConfig(ref, GridConfig(ns=[16, 128], alphas=[0.0, 2.0], alpha_unpops=[0.0, 3.0], variant="preserve"))
-    want = steering_grid(cfg, write=False, data=ml100k_small)
-    pool = EvaluatorPool(2, num_cpus=0.5)
-    try:
-        got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool)
-    finally:
-        pool.shutdown()
+    want, got, _ = _local_and_actors(cfg, ml100k_small)
     for split in ("valid", "test"):
         assert len(got.rows[split]) == 8
         for g, w in zip(got.rows[split], want.rows[split]):

@@ -69,6 +69,11 @@ def closing_note(results: list[dict]) -> list[str]:
     return out + [""]
 
 
+def method_label(m: dict) -> str:
+    """A tuned method's name in the tables: PopSteer's forms carry "(tuned)" in their label already."""
+    return m["label"] if m["name"].startswith("popsteer") else f"{m['label']} (tuned)"
+
+
 def main_rows(res: dict) -> list[tuple[str, str, dict, str]]:
     """(method, setting, test metrics, validation pick note) per table row."""
     ref = res["base_valid"]["sasrec"]
@@ -80,7 +85,7 @@ def main_rows(res: dict) -> list[tuple[str, str, dict, str]]:
     for m in res["methods"].values():
         g, n = tradeoff(m["valid_rows"][m["pick"]], ref)
         note = f"{100 * g:+.1f}% / {100 * n:+.1f}%" + ("" if m["within_limit"] else " †")
-        label = m["label"] if m["name"].startswith("popsteer") else f"{m['label']} (tuned)"
+        label = method_label(m)
         rows.append((label, m["describe"], m["test"], note))
     return rows
 

@@ -33,6 +33,18 @@ def probe_parts(probe: str, general: bool, seed: int) -> list[Part]:
     return [Part("valid")] + ([] if general else [Part("items")])
 
 
+def probe_groups(probe: str, parts: list[Part], encodings: Encodings, data: SequenceData | None,
+                 user_share: float | None, x_users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The popular and the unpopular probe group's x: the synthetic profiles (``parts[:2]``), or the
+    users with the most / the least popular histories (``user_groups``), by their valid-part x
+    (``x_users`` when the caller holds it)."""
+    if probe == "users":  # the users' own x (their history before the validation target)
+        x_users = encodings.read(Part("valid")) if x_users is None else x_users
+        top, bottom = user_groups(data, user_share)
+        return x_users[top], x_users[bottom]
+    return encodings.read(parts[0]), encodings.read(parts[1])
+
+
 @dataclass
 class AnalysisResult:
     folder: str
@@ -54,12 +66,7 @@ def analyze(cfg: AnalysisConfig, *, data: SequenceData | None = None, encodings:
     parts = probe_parts(probe, spec.general, cfg.seed)
     encodings = encodings or ctx.base.encodings(parts, encoder)
     sae = ctx.sae
-    if probe == "users":  # the users' own x (their history before the validation target)
-        x_users = encodings.read(Part("valid"))
-        top_u, bottom_u = user_groups(ctx.data, cfg.user_share)
-        d, pop, unpop = neuron_analysis(sae, x_users[top_u], x_users[bottom_u])
-    else:
-        d, pop, unpop = neuron_analysis(sae, encodings.read(parts[0]), encodings.read(parts[1]))
+    d, pop, unpop = neuron_analysis(sae, *probe_groups(probe, parts, encodings, ctx.data, cfg.user_share))
     # the items that activate a neuron most: one-item profiles; a general model's item rows of E instead
     x_items = ctx.base.item_emb[1:].numpy() if spec.general else encodings.read(Part("items"))
     top = top_items_per_neuron(sae, x_items, ctx.data.item_tokens, cfg.top_items)

@@ -6,7 +6,7 @@ They depend on the recommender only, so their results live with it:
 ``baselines.json`` (what was run; written last, so ``reuse`` can trust it).
 
 The x-space methods (PPD, SPREE) steer along a popularity direction estimated with the model's
-default probe, read as the analysis stage reads it (``probe_parts``, ``user_groups``): a
+default probe, read as the analysis stage reads it (``probe_parts``, ``probe_groups``): a
 sequential model's encoded popular-only vs unpopular-only synthetic profiles (seed
 ``EncodeConfig.profile_seed``, so a sweep's encodings serve), a general model's (LightGCN) top vs
 bottom ``user_share`` of real users by mean history popularity, on their representations before
@@ -29,11 +29,10 @@ from popsteer.baselines import BASELINES, Baseline
 from popsteer.baselines.direction import popularity_direction
 from popsteer.baselines.random_topm import random_rerank
 from popsteer.baselines.tuning import ScoredSplit, tune_baseline
-from popsteer.stages.analysis import probe_parts
+from popsteer.stages.analysis import probe_groups, probe_parts
 from popsteer.stages.config import SPLITS, AnalysisConfig, BaselinesConfig
 from popsteer.stages.context import BaseContext
 from popsteer.stages.encoded import Encodings, Part
-from popsteer.steering.analysis import user_groups
 from popsteer.steering.results import seed_dir
 from popsteer.util import checkpoint
 from popsteer.util.atomic import write_csv, write_text
@@ -74,12 +73,11 @@ def probe_direction(base: BaseContext, spec: dict, encodings: Encodings, x_valid
     encoded, or read from this base's cache); ``x_valid``: (U, d) the valid part (the real users).
     """
     if spec["probe"] == "users":
-        top, bottom = user_groups(base.data, spec["user_share"])
-        return popularity_direction(x_valid[top], x_valid[bottom])
-    popular, unpopular = probe_parts(spec["probe"], base.model.general, spec["seed"])[:2]
-    if encodings.manifest(popular) is None or encodings.manifest(unpopular) is None:
-        encodings = base.encodings([popular, unpopular])
-    return popularity_direction(encodings.read(popular), encodings.read(unpopular))
+        return popularity_direction(*probe_groups("users", [], encodings, base.data, spec["user_share"], x_valid))
+    parts = probe_parts(spec["probe"], base.model.general, spec["seed"])[:2]
+    if any(encodings.manifest(p) is None for p in parts):
+        encodings = base.encodings(parts)
+    return popularity_direction(*probe_groups(spec["probe"], parts, encodings, None, None))
 
 
 def scored_splits(base: BaseContext, encodings: Encodings | None = None,

@@ -22,7 +22,7 @@ from popsteer.eval.popularity import PopularityGroups
 from popsteer.report.fidelity import fidelity, shared_dir
 from popsteer.report.neurons import top_neurons
 from popsteer.report.plots import methods_tradeoff
-from popsteer.report.render import METRIC_KEYS, closing_note, grid_frame, main_rows, render_dataset
+from popsteer.report.render import METRIC_KEYS, closing_note, grid_frame, main_rows, method_label, render_dataset
 from popsteer.report.render_eval import BIAS_COLUMNS
 from popsteer.stages.baselines import scored_splits, seeded_baseline, tune_baselines
 from popsteer.stages.config import SPLITS, BaselinesConfig, SAERef
@@ -73,7 +73,7 @@ def section_statistics(ref: SAERef, ctx, cfg: ReportConfig, methods: dict, encod
     labels = {"sasrec": ctx.base.model.recbole_class, "sae": "SAE (unsteered)", "popsteer_defaults": "PopSteer (defaults)"}
     split = None
     for name, m in methods.items():
-        labels[name] = m["label"] if name.startswith("popsteer") else f"{m['label']} (tuned)"
+        labels[name] = method_label(m)
         if name in VARIANTS:
             lists[name] = point_lists(ref, ctx, cfg, name, m["params"])["point"]
         else:

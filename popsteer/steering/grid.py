@@ -19,8 +19,8 @@ import torch
 from popsteer.eval.evaluator import Evaluator, rank_topk, repeat_csr
 from popsteer.steering.candidates import CandidateTopK
 from popsteer.util.progress import progress
-from popsteer.steering.steer import (NeuronScores, steer_preactivations, steered_reconstruction,
-                                     steering_delta)
+from popsteer.steering.steer import (NeuronScores, preserve_error, steer_preactivations, steered_reconstruction,
+                                     steering_delta, unsteered_decode)
 from popsteer.sae.topk import topk_relu_sparse
 
 
@@ -69,7 +69,7 @@ def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: 
               exclude: tuple[np.ndarray, np.ndarray] | None = None, x: torch.Tensor | None = None) -> np.ndarray:
     """Every point's top-k lists, (P, U, k) int32. h: (U, n) cached pre-activations; deltas: (P, n).
     With ``x`` (U, d), the users' representations, the error-preserving variant is scored:
-    ``x + (decode(steer(h)) - decode(h))``, as ``popsteer.steering.steer.preserve_error`` computes it.
+    ``x + (decode(steer(h)) - decode(h))`` (``popsteer.steering.steer.preserve_error``).
 
     Batched: users are taken ``user_chunk`` at a time and every point is evaluated on the
     chunk before moving on, so the chunk's pre-activations, codes, reconstructions and item
@@ -97,8 +97,8 @@ def grid_topk(sae: torch.nn.Module, h: torch.Tensor, item_emb: torch.Tensor, k: 
             if x is None:
                 x_hat = sae.decode_sparse(values, indices)  # (P C, d)
             else:
-                x0 = sae.decode_sparse_nobias(*topk_relu_sparse(hc, sae.k))  # (C, d) unsteered, once per chunk
-                x_hat = x[s : s + user_chunk].repeat(P, 1) + (sae.decode_sparse_nobias(values, indices) - x0.repeat(P, 1))
+                x0 = unsteered_decode(sae, hc)  # (C, d), once per chunk for all P points
+                x_hat = preserve_error(sae, x[s : s + user_chunk].repeat(P, 1), values, indices, x0.repeat(P, 1))
             ex = None if exclude is None else repeat_csr(exclude, s, s + len(hc), P)  # rows (P C)
             topk[:, s : s + user_chunk] = rank_topk(x_hat, item_emb, k, bias=bias, exclude=ex).numpy().reshape(
                 P, len(hc), k)

@@ -97,14 +97,18 @@ def steered_reconstruction(sae: torch.nn.Module, h: torch.Tensor, delta: torch.T
             if x is None:
                 out.append(sae.decode_sparse(*steered))
             else:
-                out.append(preserve_error(sae, x[s : s + batch_size], hb, *steered))
+                out.append(preserve_error(sae, x[s : s + batch_size], *steered, unsteered_decode(sae, hb)))
     return torch.cat(out)
 
 
-def preserve_error(sae: torch.nn.Module, x: torch.Tensor, h: torch.Tensor, values: torch.Tensor,
-                   indices: torch.Tensor) -> torch.Tensor:
-    """``x + (decode(steered) - decode(h))`` for rows x (B, d), their pre-activations h (B, n) and
-    the steered code ``values, indices`` (B, K). b_dec cancels; where the steered code equals
-    the unsteered one (alpha = 0) the difference is exactly 0, so x comes back bit for bit."""
-    v0, i0 = topk_relu_sparse(h, sae.k)  # (B, K) the unsteered code
-    return x + (sae.decode_sparse_nobias(values, indices) - sae.decode_sparse_nobias(v0, i0))
+def unsteered_decode(sae: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``decode(h) - b_dec`` of pre-activations h (B, n): what ``preserve_error`` subtracts, (B, d)."""
+    return sae.decode_sparse_nobias(*topk_relu_sparse(h, sae.k))
+
+
+def preserve_error(sae: torch.nn.Module, x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+                   unsteered: torch.Tensor) -> torch.Tensor:
+    """``x + (decode(steered) - decode(h))`` for rows x (B, d), the steered code ``values, indices``
+    (B, K) and ``unsteered = unsteered_decode(sae, h)`` (B, d). b_dec cancels; where the steered code
+    equals the unsteered one (alpha = 0) the difference is exactly 0, so x comes back bit for bit."""
+    return x + (sae.decode_sparse_nobias(values, indices) - unsteered)
