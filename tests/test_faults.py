@@ -18,18 +18,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from mlflow_server import MlflowServer, free_port
 from platform_util import (ROOT, assert_each_trial_once, mlflow_runs, ray_address, running_sweep, sweep_env, wait_for,
                            write_sweep)
 
@@ -38,53 +36,6 @@ WARNING = "cannot be reached"
 
 
 # ------------------------------------------------------------------ a real MLflow server of the test's own
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """``mlflow/server.sh`` on a free loopback port; its SQLite store and artifacts in ``folder`` (kept on restart)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def start(self, timeout: float = 120) -> None:
-        env = dict(os.environ, MLFLOW_PORT=str(self.port), MLFLOW_ARTIFACTS_DESTINATION=str(self.folder / "artifacts"),
-                   MLFLOW_BACKEND_STORE_URI=f"sqlite:///{self.folder}/mlflow.db",
-                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no job runner: 2 processes, not 9
-        log = open(self.folder / "server.log", "ab")
-        self.proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "server.sh"), "--workers", "1"], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(lambda: self.proc.poll() is not None or self.healthy(), timeout, f"MLflow at {self.uri}", 0.5)
-        except AssertionError:
-            self.kill()
-            raise
-        assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
-
-    def kill(self) -> None:
-        """SIGKILL the server and its workers (a crash: nothing is flushed or closed)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
 
 
 @pytest.fixture
@@ -266,7 +217,7 @@ def test_sync_while_the_server_is_still_down_keeps_the_journal(tmp_path, monkeyp
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once: no retries to wait for
     exp_dir = tmp_path / "sweep"
-    tracker = JournaledTracker(Tracker(f"http://127.0.0.1:{_free_port()}", "faults-unit", str(exp_dir)),
+    tracker = JournaledTracker(Tracker(f"http://127.0.0.1:{free_port()}", "faults-unit", str(exp_dir)),
                                exp_dir / "mlflow_journal")
     tracker.start_parent("unit", {"search": {"k": [4]}})
     child = tracker.child_run("k4-s2-r0", {"trial": {"k": 4}})

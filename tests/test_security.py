@@ -152,11 +152,13 @@ def test_checkpoint_header_naming_an_outside_base_is_refused(project, capsys):
 
 
 def test_no_credentials_in_logged_params_or_tags(project, tmp_path):
-    """A sweep's params with secrets, logged to a real SQLite MLflow store: no secret is stored."""
+    """A sweep's params with secrets, logged to a real SQLite MLflow store: no secret is stored. (A sweep file
+    with credentials is refused outright, test_mlflow_auth.py; the URI is set after loading to test the redaction.)"""
     from popsteer.platform.sweep_file import load_spec
     from popsteer.platform.tracking import Tracker
 
-    spec = load_spec(_sweep(project, mlflow={"tracking_uri": "http://alice:hunter2@mlflow.example:5000"}))
+    spec = load_spec(_sweep(project))
+    spec.mlflow.tracking_uri = "http://alice:hunter2@mlflow.example:5000"
     params = {**spec.to_dict(), "env": {
         "db_password": "s3cr3t-pw", "MLFLOW_TRACKING_TOKEN": "tok-123456", "AWS_SECRET_ACCESS_KEY": "AKIAXXSECRET",
         "database_uri": "postgresql://mlflow:db-pass-9@db:5432/mlflow?sslmode=require",

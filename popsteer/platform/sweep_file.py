@@ -1,9 +1,14 @@
 """Reading a sweep file: YAML, ``--set`` overrides, validation against ``popsteer.platform.spec``,
-paths checked against the allowed roots and made absolute (see that module's docstring)."""
+paths checked against the allowed roots and made absolute (see that module's docstring).
+
+MLflow credentials never come from the file: it is shared, copied and logged as the parent run's
+params, so a password there would travel with it. They come from ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN``), which the MLflow client reads itself."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -11,6 +16,7 @@ import yaml
 from popsteer.errors import PopSteerError
 from popsteer.platform.spec import SweepSpec
 from popsteer.util.configs import validate
+from popsteer.util.redact import CREDENTIALS_ENV, redact_text, secret_key
 from popsteer.util.safepaths import base_roots, check_inside, uri_path
 
 
@@ -29,6 +35,26 @@ def apply_override(raw: dict, assignment: str) -> None:
             node[part] = {}
         node = node[part]
     node[key.split(".")[-1]] = value
+
+
+_USER_KEY = re.compile(r"user(name)?|login", re.IGNORECASE)
+CREDENTIALS_FROM_ENV = f"export {CREDENTIALS_ENV} instead"
+
+
+def refuse_credentials(raw: dict, source: str) -> None:
+    """Refuse MLflow credentials in the sweep file (see the module docstring): a key of the ``mlflow``
+    section that names a password, token or user, or a ``tracking_uri`` with ``user:password@`` or a
+    secret query parameter. The message shows the URI masked, never the secret."""
+    section = raw.get("mlflow")
+    if not isinstance(section, dict):
+        return
+    for key, value in section.items():
+        if secret_key(str(key)) or _USER_KEY.search(str(key)):
+            raise PopSteerError(f"{source}: 'mlflow.{key}': a sweep file never holds MLflow credentials; "
+                                f"{CREDENTIALS_FROM_ENV}")
+        if key == "tracking_uri" and isinstance(value, str) and redact_text(value) != value:
+            raise PopSteerError(f"{source}: 'mlflow.tracking_uri' {redact_text(value)!r} carries credentials; "
+                                f"give the URI without them and {CREDENTIALS_FROM_ENV}")
 
 
 def resolve_path(path: str | None, root: Path) -> str | None:
@@ -51,6 +77,7 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
         raise PopSteerError(f"{path}: the top level must be a mapping")
     for assignment in overrides or []:
         apply_override(raw, assignment)
+    refuse_credentials(raw, str(path))
     spec = validate(SweepSpec, raw, str(path))
     check_paths(spec, {a.partition("=")[0] for a in overrides or []}, str(path))
     root = Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from popsteer.util.redact import redact, redact_all, redact_text
+from popsteer.errors import PopSteerError
+from popsteer.util.redact import CREDENTIALS_ENV, redact, redact_all, redact_text
 from popsteer.util.safepaths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,18 @@ def configure_http_client(tracking_uri: str) -> None:
     if tracking_uri.startswith(("http://", "https://")):
         for name, value in HTTP_CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
+
+
+def refusal(exc: Exception, tracking_uri: str, experiment: str) -> PopSteerError | None:
+    """One line for a server refusing the credentials (HTTP 401) or the user (403), else None (retrying cannot help)."""
+    status = exc.get_http_status_code() if hasattr(exc, "get_http_status_code") else None
+    where = f"MLflow at {redact_text(tracking_uri)} refused"
+    if status == 401:
+        return PopSteerError(f"{where} the request: not authenticated (HTTP 401); export {CREDENTIALS_ENV}")
+    if status == 403:
+        return PopSteerError(f"{where} user '{os.environ.get('MLFLOW_TRACKING_USERNAME', '?')}' on experiment "
+                             f"'{experiment}' (HTTP 403, permission denied): ask the server's admin for a permission")
+    return None
 
 
 class Tracker:
@@ -139,7 +152,17 @@ class Tracker:
             self.client.log_batch(run_id, params=items[s : s + 100])
 
     def start_parent(self, run_name: str, params: dict) -> str:
-        """The sweep's parent run (created once; resumed afterwards)."""
+        """The sweep's parent run (created once; resumed afterwards). The sweep's first call to the server,
+        so a refused login or permission stops the sweep here, with one line (``refusal``)."""
+        try:
+            return self._start_parent(run_name, params)
+        except Exception as exc:
+            error = refusal(exc, self.tracking_uri, self.experiment)
+            if error is None:
+                raise
+            raise error from None
+
+    def _start_parent(self, run_name: str, params: dict) -> str:
         run = self._find(f"tags.`{SWEEP_KEY_TAG}` = '{self.sweep_key}'")
         if run is None:
             run = self.client.create_run(self._experiment_id(), run_name=run_name,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 
 MASK = "***"
+CREDENTIALS_ENV = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+"""Where PopSteer's MLflow client gets credentials: the environment, read by MLflow itself, never a file."""
 _SECRET_WORDS = r"password|passwd|secret|credentials?|api[_-]?key|access[_-]?key"
 _SECRET_KEY = re.compile(rf"({_SECRET_WORDS})|(^|[^a-z])(token|auth|authorization|pwd)($|[^a-z])", re.IGNORECASE)
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s'\"]+@")
