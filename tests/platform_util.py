@@ -65,6 +65,36 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def pid_lines(exp_dir: Path) -> dict[str, list[str]]:
+    """Trial key -> its attempts' "pid trial_id" lines (the trainable appends one per start)."""
+    folder = exp_dir / "trial_pids"
+    if not folder.exists():
+        return {}
+    return {p.stem: p.read_text().split("\n")[:-1] for p in folder.glob("*.pid")}
+
+
+def trial_with_epochs(uri: str, experiment: str, exp_dir: Path, epochs: int,
+                      pids: set[int] | None = None) -> tuple[str, int] | None:
+    """(trial key, pid) of a trial on its first attempt (its process among ``pids`` if given) whose
+    MLflow run has >= epochs steps and no final summary yet, if any."""
+    from mlflow.tracking import MlflowClient
+
+    running = {key: int(lines[0].split()[0]) for key, lines in pid_lines(exp_dir).items() if len(lines) == 1}
+    running = {key: pid for key, pid in running.items() if pids is None or pid in pids}
+    if not running:
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    for run in client.search_runs([exp.experiment_id], "tags.`popsteer.kind` = 'trial'"):
+        key = run.data.tags["popsteer.trial_key"]
+        steps = len(client.get_metric_history(run.info.run_id, "valid_loss"))
+        if key in running and epochs <= steps < 20 and "sae_fvu" not in run.data.metrics:
+            return key, running[key]
+    return None
+
+
 def mlflow_runs(tracking_uri: str, experiment: str) -> tuple[object, list, list]:
     """(client, parent runs, child runs) of one MLflow experiment."""
     from mlflow.tracking import MlflowClient

@@ -129,10 +129,10 @@ def alive_nodes() -> list[dict]:
     return [n for n in nodes if n.get("state") == "ALIVE"]
 
 
-def worker_node_alive() -> bool:
-    """Whether at least two nodes are alive, one of them with the ``worker_node`` resource."""
+def worker_node_alive(resource: str = WORKER_RESOURCE) -> bool:
+    """Whether at least two nodes are alive, one of them with the custom ``resource``."""
     nodes = alive_nodes()
-    return len(nodes) >= 2 and any(WORKER_RESOURCE in n.get("resources_total", {}) for n in nodes)
+    return len(nodes) >= 2 and any(resource in n.get("resources_total", {}) for n in nodes)
 
 
 def _wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
@@ -237,17 +237,18 @@ def start_head(port: int, folder: Path) -> None:
     _wait_until(dashboard_up, 120, f"the Ray dashboard at {DASHBOARD}", log=log)
 
 
-def start_worker_node(address: str, folder: Path) -> int:
-    """A second Ray node (1 CPU, ``worker_node``) joining the head; its process group id, once it is alive.
+def start_worker_node(address: str, folder: Path, resource: str = WORKER_RESOURCE, name: str = "node") -> int:
+    """A second Ray node (1 CPU, the custom ``resource``) joining the head; its process group id, once
+    it is alive. Its logs and Ray temp folder are ``folder/ray-<name>.log`` and ``folder/<name>``.
 
     All of the node's own processes (raylet, log monitor, agents) are in the process group of the
     ``ray start`` that made them (the raylet's workers lead groups of their own and exit with it), so
     stopping that group stops this node and nothing else, where ``ray stop`` stops every Ray process
     on the machine."""
-    log, temp_dir = folder / "ray-node.log", folder / "node"  # short: Ray's socket paths must fit 107 bytes
+    log, temp_dir = folder / f"ray-{name}.log", folder / name  # short: Ray's socket paths must fit 107 bytes
     temp_dir.mkdir(exist_ok=True)
     cmd = [sys.executable, "-c", NODE_LAUNCHER, "start", f"--address={address}", "--num-cpus=1",
-           f"--resources={json.dumps({WORKER_RESOURCE: 1})}",
+           f"--resources={json.dumps({resource: 1})}",
            f"--temp-dir={temp_dir}",  # per node (a Ray 2.x option); the head keeps Ray's default /tmp/ray
            "--dashboard-agent-listen-port=0",  # the head's agent has the default 52365
            "--min-worker-port=0", "--max-worker-port=0",  # workers on free ports: no clash with the head's range
@@ -258,8 +259,9 @@ def start_worker_node(address: str, folder: Path) -> int:
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if proc.wait(timeout=180) != 0:
-            raise ServiceError(f"the second Ray node did not start ({proc.returncode}){_tail(log)}")
-        _wait_until(worker_node_alive, 120, f"a second alive Ray node with the {WORKER_RESOURCE} resource", log=log)
+            raise ServiceError(f"the Ray node {name} did not start ({proc.returncode}){_tail(log)}")
+        _wait_until(lambda: worker_node_alive(resource), 120, f"an alive Ray node with the {resource} resource",
+                    log=log)
     except (ServiceError, subprocess.TimeoutExpired):
         stop_group(proc.pid)
         raise
@@ -368,6 +370,18 @@ class Services:
                 shutil.rmtree(s.folder, ignore_errors=True)
             self.started = Started()
         return stopped
+
+
+def restart_ray() -> Services:
+    """Stop every Ray process on this machine (``ray stop --force``: the head, its nodes, their workers),
+    then start the head and the second node again; the Services that started them (tests: a head
+    restarted mid-sweep)."""
+    folder = Path(tempfile.mkdtemp(prefix="popsteer-svc-"))
+    _run_logged([_ray_cli(), "stop", "--force"], folder / "ray-stop.log", 120, _ray_env())
+    _wait_until(lambda: not port_open(*_host_port(ray_address())), 60, "the Ray head's port to close")
+    services = Services(Started(folder=str(folder)))
+    services.ensure(ray=True, mlflow=False)
+    return services
 
 
 # ------------------------------------------------------------------ command line

@@ -1,5 +1,6 @@
-"""Fault tolerance of a sweep on the real head: a trial's worker killed mid-sweep is retried, an
-interrupted driver is resumed with Tuner.restore, and MLflow holds every trial exactly once."""
+"""Fault tolerance of a sweep on the real head: a trial's worker killed mid-sweep is retried, a sweep
+whose driver and head died is resumed on the restarted head with Tuner.restore, and MLflow holds every
+trial exactly once."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from platform_util import (assert_each_trial_once, mlflow_runs, ray_address, running_sweep, start_sweep, sweep_env,
-                           tracking_uri, wait_for, write_sweep)
+from platform_util import (assert_each_trial_once, mlflow_runs, pid_lines, ray_address, running_sweep, start_sweep,
+                           sweep_env, trial_with_epochs, tracking_uri, wait_for, write_sweep)
 
 pytestmark = pytest.mark.usefixtures("platform_services")
 
@@ -28,32 +29,6 @@ def _spec(tmp_path: Path, base: Path, encoded_root: Path, experiment: str, epoch
         encode={"dir": str(encoded_root)}, stages={"trials": "none"})
 
 
-def _pid_lines(exp_dir: Path) -> dict[str, list[str]]:
-    folder = exp_dir / "trial_pids"
-    if not folder.exists():
-        return {}
-    return {p.stem: p.read_text().split("\n")[:-1] for p in folder.glob("*.pid")}
-
-
-def _trial_with_epochs(uri: str, experiment: str, exp_dir: Path, epochs: int) -> tuple[str, int] | None:
-    """(trial key, pid) of a trial on its first attempt whose MLflow run has >= epochs steps, if any."""
-    from mlflow.tracking import MlflowClient
-
-    running = {key: int(lines[0].split()[0]) for key, lines in _pid_lines(exp_dir).items() if len(lines) == 1}
-    if not running:
-        return None
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    for run in client.search_runs([exp.experiment_id], "tags.`popsteer.kind` = 'trial'"):
-        key = run.data.tags["popsteer.trial_key"]
-        steps = len(client.get_metric_history(run.info.run_id, "valid_loss"))
-        if key in running and epochs <= steps < 20 and "sae_fvu" not in run.data.metrics:
-            return key, running[key]
-    return None
-
-
 def _finished_trials(exp_dir: Path) -> dict:
     return json.loads((exp_dir / "stages" / "sweep.json").read_text())
 
@@ -65,11 +40,11 @@ def test_killed_trial_worker_is_retried_and_logged_once(tmp_path, small_sasrec, 
     spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
     exp_dir = tmp_path / "sweeps" / "recovery"
     with running_sweep(spec, env, tmp_path / "driver.log") as proc:
-        key, pid = wait_for(lambda: _trial_with_epochs(env["MLFLOW_TRACKING_URI"], experiment, exp_dir, 3), 240,
+        key, pid = wait_for(lambda: trial_with_epochs(env["MLFLOW_TRACKING_URI"], experiment, exp_dir, 3), 240,
                             "a running trial with 3 epochs logged")
         os.kill(pid, signal.SIGKILL)  # mid-training: its epochs 1..3+ are already in MLflow
         assert proc.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    assert len(_pid_lines(exp_dir)[key]) >= 2, "the killed trial was not restarted"
+    assert len(pid_lines(exp_dir)[key]) >= 2, "the killed trial was not restarted"
     sweep = _finished_trials(exp_dir)
     assert sweep["errors"] == 0 and all(t["finished"] for t in sweep["trials"]) and len(sweep["trials"]) == 4
     client, parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"], experiment)
@@ -80,7 +55,11 @@ def test_killed_trial_worker_is_retried_and_logged_once(tmp_path, small_sasrec, 
 
 
 @pytest.mark.slow
-def test_interrupted_driver_resumes_with_tuner_restore(tmp_path, small_sasrec, tmp_path_factory):
+def test_head_restart_resumes_with_tuner_restore(tmp_path, small_sasrec, tmp_path_factory):
+    """The driver and the whole cluster (head and second node) die mid-sweep; the head is started again
+    and the same command with --resume continues the sweep through Tuner.restore."""
+    from services import restart_ray
+
     env = sweep_env(ray_address(), tracking_uri())
     experiment = f"popsteer-resume-test-{uuid.uuid4().hex[:8]}"
     spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
@@ -88,10 +67,11 @@ def test_interrupted_driver_resumes_with_tuner_restore(tmp_path, small_sasrec, t
     with running_sweep(spec, env, tmp_path / "driver.log") as proc:
         def some_trial_done_and_state_saved():
             done = [p for p in exp_dir.glob("*/checkpoint_*/summary.json")]
-            return done and list(exp_dir.glob("experiment_state*.json")) and len(_pid_lines(exp_dir)) >= 3
+            return done and list(exp_dir.glob("experiment_state*.json")) and len(pid_lines(exp_dir)) >= 3
         wait_for(some_trial_done_and_state_saved, 240, "a finished trial and a saved experiment state")
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep, without cleaning up
         proc.wait(timeout=30)
+    restart_ray()  # then the head: every Ray process stopped, the head and the second node started anew
     assert not (exp_dir / "stages" / "sweep.json").exists()
     resumed = start_sweep(spec, env, tmp_path / "driver2.log", "--resume")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "driver2.log").read_text()[-4000:]

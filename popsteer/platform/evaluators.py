@@ -85,8 +85,10 @@ class EvaluatorPool:
                  max_task_retries: int = 3, shards_per_evaluator: int = SHARDS_PER_EVALUATOR) -> None:
         import ray
 
+        # SPREAD: one actor per node where the cluster has room, so the grid uses every node's cores
+        # and one lost node takes only its own shards with it
         actor_cls = ray.remote(GridEvaluator).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                                                      max_task_retries=max_task_retries)
+                                                      max_task_retries=max_task_retries, scheduling_strategy="SPREAD")
         self.actors = [actor_cls.remote() for _ in range(size)]
         self.shards_per_evaluator = shards_per_evaluator
         self.pids_seen: set[int] = set()

@@ -165,13 +165,18 @@ def analysis_step(spec: SweepSpec, enc: dict, sweep: dict, data: SequenceData, t
 # ------------------------------------------------------------------ steering grid
 
 
+def grid_config(spec: SweepSpec) -> GridConfig:
+    """The grid stage's config from the sweep's ``stages.steering``."""
+    return GridConfig(**{f: getattr(spec.stages.steering, f) for f in GridConfig.__dataclass_fields__})
+
+
 def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData, tracker) -> dict:
     """Every selected SAE's grid on one pool of evaluator actors over user shards."""
     from popsteer.platform.evaluators import EvaluatorPool
     from popsteer.stages.grid import steering_grid
 
     s = spec.stages.steering
-    grid = GridConfig(**{f: getattr(s, f) for f in GridConfig.__dataclass_fields__})
+    grid = grid_config(spec)
     pool = EvaluatorPool(s.evaluators, s.cpus_per_evaluator, s.gpus_per_evaluator)
     picks, files = {}, {}
     try:

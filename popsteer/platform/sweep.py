@@ -24,6 +24,7 @@ from pathlib import Path
 from popsteer.errors import PopSteerError
 from popsteer.models.registry import get_model
 from popsteer.platform import steps
+from popsteer.platform.lock import sweep_lock
 from popsteer.platform.spec import SweepSpec
 from popsteer.util.atomic import write_text
 from popsteer.util.redact import redact_text
@@ -106,10 +107,15 @@ def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender",
     from popsteer.platform.preflight import preflight_spec
 
     run = STAGES[STAGES.index(first) : STAGES.index(last) + 1]
+    preflight_spec(spec)  # an unreachable MLflow server or Ray head: one error line now, not minutes later
+    with sweep_lock(spec.experiment_dir):  # a second driver of this sweep: one line, nothing written
+        connect()
+        return _run_stages(spec, resume, run)
+
+
+def _run_stages(spec: SweepSpec, resume: bool, run: tuple[str, ...]) -> dict:
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    preflight_spec(spec)  # an unreachable MLflow server or Ray head: one error line now, not minutes later
-    connect()
     tracker = tracker_of(spec)
     results: dict[str, dict | None] = {}
 
@@ -136,7 +142,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, first: str = "recommender",
     if spec.stages.baselines is not None and enc:
         stage("baselines", steps.baselines_step, spec, rec, enc, data, tracker, steering)
     seconds["total"] = round(time.perf_counter() - t_start, 2)
+    import ray
+
     summary = {"name": spec.name, "experiment_dir": str(spec.experiment_dir),
+               "ray_job_id": ray.get_runtime_context().get_job_id(),  # its actors and tasks in the state API
                "tracking_uri": redact_text(tracker.tracking_uri) if tracker else None,
                "parent_run_id": tracker.parent_run_id if tracker else None, "seconds": seconds,
                "recommender": rec, "encoded_dir": enc and enc["encoded_dir"], "sweep": sweep,
