@@ -23,6 +23,12 @@ if TYPE_CHECKING:  # not at run time: scoring processes (evaluator actors) need 
     from popsteer.data import SequenceData
 
 
+MIN_ROWS = 8
+"""Rows per score product at least. With fewer (1-3 here), the BLAS takes another kernel whose sums round
+differently, so a user's scores, and at an exact-to-the-last-bit near tie its list, would depend on how
+many users share its batch; padded to this many rows, each score is the same bits in any batch or shard."""
+
+
 def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int = 256,
               item_chunk: int | None = None, bias: torch.Tensor | None = None,
               exclude: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
@@ -46,18 +52,21 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
     dense = item_chunk is None or item_chunk >= n_items
     if dense:  # one (d, n_items) copy and one score buffer, reused by every batch
         emb_t = item_emb.T.contiguous()  # (d, n_items)
-        buf = torch.empty((min(batch_size, reps.shape[0]), n_items), dtype=torch.result_type(reps, item_emb),
-                          device=reps.device)
+        buf = torch.empty((max(MIN_ROWS, min(batch_size, reps.shape[0])), n_items),
+                          dtype=torch.result_type(reps, item_emb), device=reps.device)
     for start in range(0, reps.shape[0], batch_size):
         x = reps[start : start + batch_size]  # (B, d)
+        n = len(x)
+        if n < MIN_ROWS:  # zero rows, dropped below: the product's kernel, hence its rounding, is the same
+            x = torch.cat([x, x.new_zeros((MIN_ROWS - n, x.shape[1]))])
         if dense:
             scores = torch.mm(x, emb_t, out=buf[: len(x)])  # (B, n_items)
             if bias is not None:
                 scores += bias
             scores[:, 0] = -torch.inf
             if exclude is not None:
-                _mask_rows(scores, exclude, start, 0)
-            out.append(row_topk(scores, k)[1])
+                _mask_rows(scores[:n], exclude, start, 0)
+            out.append(row_topk(scores, k)[1][:n])
             continue
         best_v = torch.full((x.shape[0], k), -torch.inf, dtype=x.dtype, device=x.device)
         best_i = torch.zeros((x.shape[0], k), dtype=torch.long, device=x.device)
@@ -68,12 +77,12 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
             if c0 == 0:
                 scores[:, 0] = -torch.inf
             if exclude is not None:
-                _mask_rows(scores, exclude, start, c0)
+                _mask_rows(scores[:n], exclude, start, c0)
             v, i = row_topk(scores, min(k, scores.shape[1]))
             cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + c0], 1)
             best_v, top = row_topk(cat_v, k)
             best_i = cat_i.gather(1, top)
-        out.append(best_i)
+        out.append(best_i[:n])
     return torch.cat(out)
 
 
