@@ -92,18 +92,27 @@ def test_metrics_equal_recbole(name, gru4rec, ml100k_small):
         pipe.close()
 
 
-def test_gru4rec_through_every_stage_lowers_gini(gru4rec, tmp_path):
-    """train-sae, analyze, steer on a GRU4Rec checkpoint: the SAE's file is named after the model, the
-    header records it, and steering lowers Gini@10 against the unsteered SAE."""
+@pytest.fixture(scope="module")
+def gru4rec_sae(gru4rec, tmp_path_factory):
+    """``--train_popsteer`` on the GRU4Rec checkpoint (K 8, s 8, 15 epochs) in a folder of its own, as a
+    user runs it: (that folder, the SAE, the command's JSON output). Shared by the tests below."""
     from popsteer.util import checkpoint
 
     _, base = gru4rec
     assert checkpoint.read_meta(base)["model"] == "gru4rec"
+    folder = tmp_path_factory.mktemp("gru4rec-sae")
     proc = run_cli(["--train_popsteer", "-p", str(base), "--top_k", "8", "--scale", "8", "--epochs", "15",
-                    "--min-epochs", "15"], tmp_path)
+                    "--min-epochs", "15"], folder)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (sae,) = (tmp_path / "saved").glob("GRU4Rec_SAE-*-k8-8-ml-100k.safetensors")
-    assert json.loads(proc.stdout)["fvu"] < 0.5
+    (sae,) = (folder / "saved").glob("GRU4Rec_SAE-*-k8-8-ml-100k.safetensors")
+    return folder, sae, json.loads(proc.stdout)
+
+
+def test_gru4rec_through_every_stage_lowers_gini(gru4rec_sae):
+    """train-sae, analyze, steer on a GRU4Rec checkpoint: the SAE's file is named after the model, the
+    header records it, and steering lowers Gini@10 against the unsteered SAE."""
+    tmp_path, sae, trained = gru4rec_sae
+    assert trained["fvu"] < 0.5
     assert run_cli(["--analyze_neurons", "-p", str(sae)], tmp_path).returncode == 0
     proc = run_cli(["--test_popsteer", "-p", str(sae), "--num_neurons", "256", "--alpha", "2.5"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -113,7 +122,7 @@ def test_gru4rec_through_every_stage_lowers_gini(gru4rec, tmp_path):
     assert set(table.index) == {"sasrec", "sae", "popsteer"}
 
 
-@pytest.mark.parametrize("name,epochs,sae_epochs", [("bert4rec", 4, 15), ("lightgcn", 10, 60)])
+@pytest.mark.parametrize("name,epochs,sae_epochs", [("bert4rec", 2, 15), ("lightgcn", 10, 60)])
 def test_model_through_every_stage_lowers_gini(name, epochs, sae_epochs, tmp_path):
     """The user's path on ml-100k: train-recommender --model NAME, train-sae, analyze (BERT4Rec:
     synthetic profiles; LightGCN: real user groups, its default), steer; steering lowers Gini@10
@@ -144,7 +153,7 @@ def test_model_through_every_stage_lowers_gini(name, epochs, sae_epochs, tmp_pat
     assert out["popsteer"]["gini@10"] < out["sae"]["gini@10"] and out["popsteer"]["arp@10"] < out["sae"]["arp@10"]
 
 
-def test_real_user_probe_on_a_sequential_model(gru4rec, ml100k_small, tmp_path):
+def test_real_user_probe_on_a_sequential_model(gru4rec_sae, ml100k_small):
     """--probe users on GRU4Rec: the groups are the 10% of users with the most / least popular
     histories, and their Cohen's d has the sign of the synthetic probe on most strong neurons."""
     from popsteer.steering.analysis import user_groups
@@ -155,11 +164,7 @@ def test_real_user_probe_on_a_sequential_model(gru4rec, ml100k_small, tmp_path):
     hist = lambda u: ml100k_small.sequence(u)[:-2]  # noqa: E731  (the training history)
     assert min(counts[hist(u)].mean() for u in top) >= max(counts[hist(u)].mean() for u in bottom)
 
-    _, base = gru4rec
-    proc = run_cli(["--train_popsteer", "-p", str(base), "--top_k", "8", "--scale", "8", "--epochs", "15",
-                    "--min-epochs", "15"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (sae,) = (tmp_path / "saved").glob("GRU4Rec_SAE-*.safetensors")
+    tmp_path, sae, _ = gru4rec_sae
     d = {}
     for probe in ("synthetic", "users"):
         proc = run_cli(["analyze", "-p", str(sae), "--probe", probe, "--out-dir", "saved"], tmp_path, seed=False)

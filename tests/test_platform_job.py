@@ -39,7 +39,7 @@ def _wait_jobs(ids: list[str], timeout: float = 480) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path):
+def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path, small_sasrec):
     """Two users at once: the smoke sweep and a one-trial sweep submitted together both finish, each under
     its own MLflow parent; the smoke sweep submitted again while it runs is refused by its storage lock."""
     from ray.job_submission import JobSubmissionClient
@@ -50,8 +50,10 @@ def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path):
     experiment, other = f"popsteer-smoke-test-{tag}", f"popsteer-other-test-{tag}"
     common = (f"storage={tmp_path / 'sweeps'}", f"data_dir={tmp_path / 'datasets'}", f"mlflow.tracking_uri={uri}")
     ids = {"smoke": f"smoke-{tag}", "other": f"other-{tag}", "again": f"again-{tag}"}
-    for name, exp, extra in (("smoke", experiment, ()), ("other", other, ("name=other", "search.k=[4]",
-                                                                        "search.scale=[2]"))):
+    # the second user's sweep: one trial on the session's small SASRec (no recommender training)
+    second = ("name=other", "train_recommender=null", f"base_checkpoint={small_sasrec[1]}",
+              "search.k=[4]", "search.scale=[2]")
+    for name, exp, extra in (("smoke", experiment, ()), ("other", other, second)):
         proc = _submit(ray_cli, ids[name], *common, f"mlflow.experiment={exp}", *extra)
         assert proc.returncode == 0, proc.stderr[-2000:]
     lock = tmp_path / "sweeps" / "smoke.lock"

@@ -18,6 +18,7 @@ from platform_util import (assert_each_trial_once, mlflow_runs, pid_lines, ray_a
 pytestmark = pytest.mark.usefixtures("platform_services")
 
 KEYS = {f"k{k}-s{s}-r0" for k in (4, 8) for s in (2, 4)}
+EPOCHS = 12
 
 
 def _spec(tmp_path: Path, base: Path, encoded_root: Path, experiment: str, epochs: int) -> Path:
@@ -37,7 +38,7 @@ def _finished_trials(exp_dir: Path) -> dict:
 def test_killed_trial_worker_is_retried_and_logged_once(tmp_path, small_sasrec, tmp_path_factory):
     env = sweep_env(ray_address(), tracking_uri())
     experiment = f"popsteer-kill-test-{uuid.uuid4().hex[:8]}"
-    spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
+    spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=EPOCHS)
     exp_dir = tmp_path / "sweeps" / "recovery"
     with running_sweep(spec, env, tmp_path / "driver.log") as proc:
         key, pid = wait_for(lambda: trial_with_epochs(env["MLFLOW_TRACKING_URI"], experiment, exp_dir, 3), 240,
@@ -51,7 +52,7 @@ def test_killed_trial_worker_is_retried_and_logged_once(tmp_path, small_sasrec, 
     assert_each_trial_once(client, parents, children, KEYS)
     for child in children:
         history = client.get_metric_history(child.info.run_id, "valid_loss")
-        assert len(history) == 25
+        assert len(history) == EPOCHS
 
 
 @pytest.mark.slow
@@ -62,7 +63,7 @@ def test_head_restart_resumes_with_tuner_restore(tmp_path, small_sasrec, tmp_pat
 
     env = sweep_env(ray_address(), tracking_uri())
     experiment = f"popsteer-resume-test-{uuid.uuid4().hex[:8]}"
-    spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=25)
+    spec = _spec(tmp_path, small_sasrec[1], tmp_path_factory.getbasetemp() / "encoded", experiment, epochs=EPOCHS)
     exp_dir = tmp_path / "sweeps" / "recovery"
     with running_sweep(spec, env, tmp_path / "driver.log") as proc:
         def some_trial_done_and_state_saved():
@@ -82,4 +83,4 @@ def test_head_restart_resumes_with_tuner_restore(tmp_path, small_sasrec, tmp_pat
     client, parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"], experiment)
     assert_each_trial_once(client, parents, children, KEYS)
     for child in children:
-        assert len(client.get_metric_history(child.info.run_id, "valid_loss")) == 25
+        assert len(client.get_metric_history(child.info.run_id, "valid_loss")) == EPOCHS
