@@ -52,7 +52,7 @@ def main() -> None:
     encodings = ctx.base.encodings([Part("valid"), Part("test")])
     cfg = GridStageConfig(ref, GridConfig())
     cpus = os.cpu_count() or 2
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)  # a fresh one
     single, platform, warm, results = [], [], [], {}
 
     def local() -> None:
@@ -92,7 +92,8 @@ def main() -> None:
     print(f"{len(s.points)} points x valid+test ({users}): single {t_s:.1f} s ({runs(single)}); {a.evaluators} evaluators "
           f"cold {t_p:.1f} s ({runs(platform)}), warm {t_w:.1f} s ({runs(warm)}); ratios {t_p / t_s:.2f} / {t_w / t_s:.2f}; "
           "rows identical")
-    cmd = f".venv/bin/python bench/grid_platform.py -p {Path(a.pretrained_path).name} --data-dir DIR --runs {a.runs}"
+    cmd = (f".venv/bin/python bench/grid_platform.py -p {Path(a.pretrained_path).name} --data-dir DIR --runs {a.runs} "
+           f"--evaluators {a.evaluators}")
     what = (f"{ctx.data.name}, {len(s.points)} points on valid and test ({users['valid']} + {users['test']} users), "
             f"SAE n={ctx.meta['n_latents']}, {a.evaluators} evaluator actors on a local Ray ({cpus} CPUs), median of "
             f"{a.runs} interleaved runs, every metric row identical (asserted): single process {t_s:.1f} s ({runs(single)})")

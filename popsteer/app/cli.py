@@ -49,6 +49,7 @@ COMMANDS: dict[str, Command] = {
         Flag("base", P), *SAE, Flag("sae.max_epochs", ("--epochs",)), Flag("sae.min_epochs", ("--min-epochs", "--min_epochs")),
         Flag("sae.patience"), Flag("sae.lr", ("--lr",)), Flag("sae.batch_size", ("--batch-size", "--batch_size")),
         Flag("sae.seed"), Flag("sae.time_budget_min"), Flag("sae.decode", choices=("dense", "sparse")),
+        Flag("sae.stream_buffer_rows"),
         Flag("encode.prefix_stride"), Flag("encode.sasrec_train_mode"), Flag("encode.dir", ("--encoded-dir",)),
         Flag("device"), *WHERE], commands.train_sae, "train a TopK SAE on a SASRec checkpoint's user representations"),
     "analyze": Command(C.AnalysisConfig, [*SAE_REF, Flag("seed"), Flag("top_items"),

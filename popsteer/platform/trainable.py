@@ -7,6 +7,12 @@ puts SAEs of a sweep: ``<experiment>/saes/SASRec_SAE-<sweep>-<trial key>-<datase
 Its last report carries the best epoch's metrics and the SAE's quality, with a Tune
 checkpoint holding ``summary.json``.
 
+Its training inputs are streamed from the sweep's shared Parquet encoding by the stage
+(``popsteer.sae.stream.ParquetRows``): at most ``search.sae.stream_buffer_rows`` rows are held at
+once, and a part no larger is held whole (the in-memory path, bit for bit); the validation users
+are read into memory. The streamed order depends only on the seed, the buffer and the row count,
+not on how the encoding's files were cut, so a retried trial sees the same batches.
+
 ``train_sae`` has no resume hook, so a trial retried after its worker died trains again
 from the start; training is seeded and deterministic on CPU, and the tracker logs each
 epoch once. A trial restored with its final checkpoint only reports it again.

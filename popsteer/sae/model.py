@@ -50,12 +50,16 @@ class SAEConfig:
     """dense: z @ W_dec; sparse: embedding_bag over the k kept latents (same result)."""
     time_budget_min: float | None = None
     """Stop training after this many minutes (the best epoch so far is kept)."""
+    stream_buffer_rows: int = 1 << 20
+    """Training inputs held in memory at once: a training part of at most this many rows is read whole and
+    shuffled as one per epoch (the in-memory path); a larger one is streamed from its encoding in shuffled
+    windows of this many rows (popsteer.sae.stream)."""
 
     def __post_init__(self) -> None:
         if self.min_epochs is None:
             self.min_epochs = min(MIN_EPOCHS, self.max_epochs)
         check_choices(self, "SAE ")
-        for name in ("k", "scale", "batch_size", "max_epochs", "patience"):
+        for name in ("k", "scale", "batch_size", "max_epochs", "patience", "stream_buffer_rows"):
             if getattr(self, name) < 1:
                 raise PopSteerError(f"SAE {name} must be >= 1, got {getattr(self, name)}")
         for name in ("min_epochs", "lr_patience"):

@@ -6,6 +6,10 @@ Adam; ReduceLROnPlateau and early stopping both on the validation loss
 it did not fire (a value > 0 after TopK) on any training input of epoch t - 1; in the
 first epoch none is dead, so AuxK is 0. The validation AuxK uses the latents dead after
 the epoch just trained (the ones the next epoch's AuxK will use).
+
+The training rows come from a row source (``popsteer.sae.stream``): a tensor held in memory
+(``TensorRows``, what a tensor argument becomes) or an encoded part streamed from Parquet
+(``ParquetRows``); the validation rows are always a tensor in memory.
 """
 
 from __future__ import annotations
@@ -21,18 +25,26 @@ from torch import Tensor
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import EpochLog, progress
 from popsteer.sae.model import SAEConfig, TopKSAE
+from popsteer.sae.stream import ParquetRows, TensorRows
+
+TrainRows = TensorRows | ParquetRows
+"""A source of the training rows: ``rows``, ``d``, ``device`` and ``batches(batch_size, gen)``."""
 
 logger = logging.getLogger(__name__)
 
 
-def _check_inputs(x_train: Tensor, x_valid: Tensor) -> None:
+def _check_inputs(x_train: Tensor | TrainRows, x_valid: Tensor) -> TrainRows:
+    """The training rows as a row source, after checking both inputs."""
     for name, x in (("x_train", x_train), ("x_valid", x_valid)):
-        if x.dim() != 2 or not x.is_floating_point():
+        if isinstance(x, Tensor) and (x.dim() != 2 or not x.is_floating_point()):
             raise PopSteerError(f"{name} must be a 2-D float tensor (N, d), got {tuple(x.shape)} {x.dtype}")
-        if x.shape[0] < 2:
-            raise PopSteerError(f"{name} needs at least 2 rows (FVU divides by their variance), got {x.shape[0]}")
-    if x_train.shape[1] != x_valid.shape[1]:
-        raise PopSteerError(f"x_train has d={x_train.shape[1]} but x_valid has d={x_valid.shape[1]}")
+    train = TensorRows(x_train) if isinstance(x_train, Tensor) else x_train
+    for name, rows in (("x_train", train.rows), ("x_valid", x_valid.shape[0])):
+        if rows < 2:
+            raise PopSteerError(f"{name} needs at least 2 rows (FVU divides by their variance), got {rows}")
+    if train.d != x_valid.shape[1]:
+        raise PopSteerError(f"x_train has d={train.d} but x_valid has d={x_valid.shape[1]}")
+    return train
 
 
 def _batches(n_rows: int, batch_size: int, gen: torch.Generator | None, device: torch.device) -> tuple[Tensor, ...]:
@@ -42,21 +54,21 @@ def _batches(n_rows: int, batch_size: int, gen: torch.Generator | None, device: 
 
 
 def _train_epoch(
-    sae: TopKSAE, opt: torch.optim.Optimizer, x: Tensor, dead: Tensor, k_aux: int, gen: torch.Generator
+    sae: TopKSAE, opt: torch.optim.Optimizer, x: TrainRows, dead: Tensor, k_aux: int, gen: torch.Generator
 ) -> tuple[float, float, Tensor]:
-    """One pass over x (N, d). Returns (mean loss, mean FVU, fired (n,) bool)."""
+    """One pass over the rows of x (N rows). Returns (mean loss, mean FVU, fired (n,) bool)."""
     sae.train()
     fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
     loss_sum = fvu_sum = 0.0
-    for idx in _batches(x.shape[0], sae.cfg.batch_size, gen, x.device):
-        loss, f, _, z = sae.loss(x[idx], dead, k_aux)  # z: (B, n)
+    for xb in x.batches(sae.cfg.batch_size, gen):  # (B, d)
+        loss, f, _, z = sae.loss(xb, dead, k_aux)  # z: (B, n)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         fired |= (z > 0).any(0)
-        loss_sum += loss.item() * len(idx)
-        fvu_sum += f.item() * len(idx)
-    return loss_sum / x.shape[0], fvu_sum / x.shape[0], fired
+        loss_sum += loss.item() * len(xb)
+        fvu_sum += f.item() * len(xb)
+    return loss_sum / x.rows, fvu_sum / x.rows, fired
 
 
 @torch.no_grad()
@@ -74,20 +86,20 @@ def evaluate_losses(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int, batch_siz
 
 
 def train_sae(
-    x_train: Tensor,
+    x_train: Tensor | TrainRows,
     x_valid: Tensor,
     cfg: SAEConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[TopKSAE, list[dict]]:
-    """Train a TopK SAE on x_train (N, d), validating on x_valid (M, d); both on one device.
+    """Train a TopK SAE on x_train (N, d) or a row source, validating on x_valid (M, d); both on one device.
 
     Returns the SAE with the best epoch's weights (on x_train's device) and one history
     dict per epoch: epoch, train_loss, train_fvu, valid_fvu, valid_auxk, valid_loss,
     dead_fraction (latents that never fired in the epoch), lr (used in the epoch), seconds.
     ``on_epoch(epoch, record)`` is called after each epoch.
     """
-    _check_inputs(x_train, x_valid)
-    d = x_train.shape[1]
+    x_train = _check_inputs(x_train, x_valid)
+    d = x_train.d
     sae = TopKSAE(d, cfg).to(x_train.device)
     k_aux = cfg.resolved_aux_k(d)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
@@ -96,7 +108,7 @@ def train_sae(
     dead = torch.zeros(sae.n, dtype=torch.bool, device=x_train.device)  # (n,) no previous epoch yet
     best_score, best_epoch, best_state, stale = -math.inf, 0, None, 0
     history: list[dict] = []
-    logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, len(x_train), len(x_valid))
+    logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, x_train.rows, len(x_valid))
     bar = progress(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch")  # ETA to max_epochs (early stop may end sooner)
     heartbeat = EpochLog(logger, "SAE", cfg.max_epochs)
     t_begin = time.perf_counter()

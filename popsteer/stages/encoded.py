@@ -90,6 +90,15 @@ class Encodings:
         found = self.manifest(part)
         return found is not None and all(found.get(k) == v for k, v in expected.items())
 
+    def files(self, part: Part | str) -> tuple[list[Path], dict]:
+        """The Parquet files of a complete part (any order; rows are numbered by their ``row`` column) and its
+        manifest: what ``popsteer.sae.stream.ParquetRows`` streams without reading the part whole."""
+        name = part.name if isinstance(part, Part) else part
+        manifest = self.manifest(name)
+        if manifest is None:
+            raise PopSteerError(f"{self.folder}: no complete encoded part '{name}'")
+        return sorted((self.folder / name).glob("*.parquet")), manifest
+
     def read(self, part: Part | str) -> np.ndarray:
         """x of one part in row order, (N, d) float32."""
         name = part.name if isinstance(part, Part) else part

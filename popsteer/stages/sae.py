@@ -3,6 +3,10 @@
 The CLI (``popsteer train-sae``, ``pipeline``) calls ``train_sae`` in this process; a sweep
 trial (``popsteer.platform.trainable``) calls the same function on a Ray worker with the
 sweep's encodings, its own output path and a per-epoch callback.
+
+Both read the training part through ``popsteer.sae.stream.ParquetRows``: held whole when it has at
+most ``SAEConfig.stream_buffer_rows`` rows (then bit for bit the in-memory path), streamed from the
+encoding's Parquet files in shuffled windows when larger. The validation users are read into memory.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.sae.io import sae_meta, save_sae
+from popsteer.sae.stream import ParquetRows
 from popsteer.sae.train import sae_report
 from popsteer.sae.train import train_sae as fit_sae
 from popsteer.stages.config import SAEStageConfig
@@ -62,15 +67,17 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     d, n = base.d, cfg.sae.hidden(base.d)
     parts = training_parts(cfg.encode, base.data.max_len)
     rows = int(base.data.train_target_counts().sum())
-    memory.check_fits(f"an SAE of {n:,} latents on {rows:,} inputs of d={d}",
-                      memory.sae_training_bytes(d, n, cfg.sae.batch_size, rows, base.data.n_users),
+    held = min(rows, cfg.sae.stream_buffer_rows)  # the training rows in memory at once (the rest streamed)
+    memory.check_fits(f"an SAE of {n:,} latents on {rows:,} inputs of d={d} ({held:,} held at once)",
+                      memory.sae_training_bytes(d, n, cfg.sae.batch_size, held, base.data.n_users),
                       "lower --scale or --batch-size")
     if cfg.device != "cpu" and not torch.cuda.is_available():
         raise PopSteerError(f"device {cfg.device}: no CUDA GPU is available on this machine")
     t0 = time.perf_counter()
     encodings = encodings or base.encodings(parts, encoder)
     device = torch.device(cfg.device)
-    x_train = torch.from_numpy(encodings.read(parts[0])).to(device)  # (P, d)
+    files, manifest = encodings.files(parts[0])
+    x_train = ParquetRows(files, cfg.sae.stream_buffer_rows, device, rows=manifest["rows"], d=manifest["d"])  # P rows
     x_valid = torch.from_numpy(encodings.read(parts[1])).to(device)  # (U, d)
     torch.manual_seed(cfg.sae.seed)
     sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch)
