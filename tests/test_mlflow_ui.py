@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_server import free_port
 from platform_util import ROOT, http_ok, mlflow_runs, ray_address, sweep_env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,16 +48,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster"),
                                  reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/run does)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``bash mlflow/server.sh`` on a free loopback port; its URI (the server is stopped afterwards)."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
                MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
                MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "mlflow-artifacts"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlflow_server import free_port
 from platform_util import ROOT
 
 SECRETS = ("hunter2", "s3cr3t-pw", "tok-123456", "AKIAXXSECRET", "db-pass-9", "api-key-777", "basic-auth-55")
@@ -78,12 +78,6 @@ def _listening(port: int) -> list[ipaddress._BaseAddress]:
 def _loopback_v4(ip) -> bool:
     mapped = getattr(ip, "ipv4_mapped", None)
     return str(mapped or ip) == "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ paths named by configs
@@ -190,7 +184,7 @@ def test_no_credentials_in_logged_params_or_tags(project, tmp_path):
 
 def test_mlflow_server_script_binds_loopback_by_default(tmp_path):
     """``bash mlflow/server.sh`` on a free port: its listening socket is 127.0.0.1 only; SIGTERM stops it."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, MLFLOW_PORT=str(port), MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path}/mlflow.db",
                MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "artifacts"))
     env.pop("MLFLOW_HOST", None)
