@@ -90,6 +90,15 @@ def platform_services(_started_services):
     _started_services.ensure(ray=True, mlflow=True)
 
 
+@pytest.fixture(scope="session")
+def smoke_jobs(platform_services, small_sasrec, tmp_path_factory):
+    """The smoke sweep and a second user's sweep, submitted together with ``ray job submit`` (and the
+    smoke sweep once more, refused): tests/smoke_jobs.py. Run once; the job and MLflow UI tests read it."""
+    from smoke_jobs import submit_smoke_jobs
+
+    return submit_smoke_jobs(tmp_path_factory.mktemp("smoke-jobs"), small_sasrec[1])
+
+
 @pytest.fixture(scope="module")
 def ray_session(ray_cluster):
     """A connection to the Ray head (platform tests), closed after the module."""

@@ -1,8 +1,7 @@
 """The user's view of a sweep: the MLflow UI in a real headless Chromium against a real ``mlflow server``.
 
-A server of its own (``mlflow/server.sh`` on a free 127.0.0.1 port, SQLite store and artifacts in
-tmp_path) gets the smoke sweep (``sweeps/smoke.yaml`` run as a local driver against the Ray head
-at $RAY_ADDRESS / 127.0.0.1:6379, which conftest's ``ray_cluster`` fixture starts if missing).
+The session's MLflow server holds the smoke sweep that conftest's ``smoke_jobs`` fixture submitted
+with ``ray job submit`` (tests/smoke_jobs.py: its own experiment, beside a second user's sweep).
 Chromium (Debian's /usr/bin/chromium, driven by playwright) then opens the experiment and checks
 that the sweep is one parent run whose expander shows its trials, that param and metric columns
 (trial.k, trial.scale, sae_fvu, best_valid_loss) can be shown and hold each trial's values, and
@@ -18,19 +17,15 @@ Gini@10. Screenshots: tests/artifacts/mlflow_ui.png (runs table), tests/artifact
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from mlflow_server import free_port
-from platform_util import ROOT, http_ok, mlflow_runs, ray_address, sweep_env, wait_for
+from platform_util import ROOT, mlflow_runs, ray_address, sweep_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -43,51 +38,15 @@ REFERENCES = {"sasrec", "sae"}  # the grid's references, point runs too
 COMPARED_PARAMS, COMPARED_METRICS = ("N", "alpha", "method"), ("test_ndcg_at_10", "test_gini_at_10")
 TIMEOUT_MS = 60_000  # the 2-CPU CI machine is slow to render a React app under load
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster"),
+pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                  reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/run does)")]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """``bash mlflow/server.sh`` on a free loopback port; its URI (the server is stopped afterwards)."""
-    port = free_port()
-    env = dict(os.environ, MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
-               MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
-               MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "mlflow-artifacts"),
-               MLFLOW_BIN=str(Path(sys.executable).parent / "mlflow"),
-               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no GenAI job workers: a faster start
-    log = open(tmp_path / "mlflow-server.log", "wb")
-    proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "server.sh"), "--workers", "1"], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited: {(tmp_path / 'mlflow-server.log').read_text()[-3000:]}")
-            return http_ok(f"{uri}/health")
-
-        wait_for(up, 120, "the MLflow server's /health", interval=0.5)
-        yield uri
-    finally:
-        # its own session: the server and its workers. A graceful stop can take 20 s on a loaded
-        # machine and the store is throwaway, so whatever is left after 5 s is killed
-        for sig, timeout in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        log.close()
-
-
-def _run_smoke_sweep(uri: str, experiment: str, tmp_path: Path, *extra: str) -> None:
-    """The real smoke sweep, the driver here, the work on the running Ray head."""
-    cmd = [sys.executable, "-m", "popsteer.sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path / 'sweeps'}",
-           "--set", f"data_dir={tmp_path / 'datasets'}",
+def _run_smoke_sweep(uri: str, experiment: str, root: Path, *extra: str) -> None:
+    """The real smoke sweep on the storage of ``smoke_jobs``, the driver here, the work on the running Ray head."""
+    cmd = [sys.executable, "-m", "popsteer.sweep", "sweeps/smoke.yaml", "--set", f"storage={root / 'sweeps'}",
+           "--set", f"data_dir={root / 'datasets'}",
            "--set", f"mlflow.experiment={experiment}", "--set", f"mlflow.tracking_uri={uri}", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=sweep_env(ray_address(), uri), capture_output=True, text=True,
                           timeout=420)
@@ -206,11 +165,9 @@ def _close_assistant(page) -> None:
         close.first.click()
 
 
-def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(mlflow_server, tmp_path):
+def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(smoke_jobs, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
-    t0 = time.monotonic()
-    uri, experiment = mlflow_server, f"popsteer-ui-{uuid.uuid4().hex[:8]}"
-    _run_smoke_sweep(uri, experiment, tmp_path)
+    uri, experiment = smoke_jobs.uri, smoke_jobs.experiment
     t_logged = time.monotonic()
 
     client, parents, children = mlflow_runs(uri, experiment)
@@ -230,7 +187,7 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(ml
     all_runs = client.search_runs([exp_id], max_results=1000)
     assert len(all_runs) == 1 + len(children) + len(points)  # no point run anywhere else
     t_rerun = time.monotonic()
-    _run_smoke_sweep(uri, experiment, tmp_path, "--only", "steering")
+    _run_smoke_sweep(uri, experiment, smoke_jobs.root, "--only", "steering")
     t_rerun = time.monotonic() - t_rerun
     again = _point_runs(client, exp_id, best.info.run_id)
     assert {k: r.info.run_id for k, r in again.items()} == {k: r.info.run_id for k, r in points.items()}
@@ -322,5 +279,5 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(ml
 
     assert runs_png.read_bytes()[:8] == plot_png.read_bytes()[:8] == compare_png.read_bytes()[:8] \
         == b"\x89PNG\r\n\x1a\n"
-    print(f"\nscreenshots: {runs_png} {plot_png} {compare_png} (logging {t_logged - t0:.0f}s, steering rerun "
+    print(f"\nscreenshots: {runs_png} {plot_png} {compare_png} (steering rerun "
           f"{t_rerun:.0f}s, browser {time.monotonic() - t_logged - t_rerun:.0f}s)")

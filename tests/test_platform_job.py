@@ -6,65 +6,27 @@ MLflow server, then its best SAE used by the CLI as it is (``popsteer steer``,
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from platform_util import DASHBOARD, ROOT, assert_each_trial_once, mlflow_runs, tracking_uri, wait_for
-
-pytestmark = pytest.mark.usefixtures("platform_services")
-
-
-def _submit(ray_cli: str, submission_id: str, *sets: str, wait: bool = False) -> subprocess.CompletedProcess:
-    """``ray job submit`` of the smoke sweep with ``--set`` overrides (``--no-wait`` unless ``wait``)."""
-    cmd = [ray_cli, "job", "submit", "--address", DASHBOARD, "--submission-id", submission_id, "--working-dir", ".",
-           "--runtime-env", "cluster/runtime_env.yaml", *([] if wait else ["--no-wait"]), "--",
-           "python", "-m", "popsteer.sweep", "sweeps/smoke.yaml", *(a for v in sets for a in ("--set", v))]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
-
-
-def _wait_jobs(ids: list[str], timeout: float = 480) -> dict[str, str]:
-    """Submission id -> final status, polled from the job server."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(DASHBOARD)
-    final = {"SUCCEEDED", "FAILED", "STOPPED"}
-    return wait_for(lambda: (st := {i: str(client.get_job_status(i).value) for i in ids}) and
-                    all(v in final for v in st.values()) and st, timeout, f"jobs {ids}", interval=2)
+from platform_util import ROOT, assert_each_trial_once, mlflow_runs
 
 
 @pytest.mark.slow
-def test_ray_job_submit_smoke_sweep_logs_to_mlflow(tmp_path, small_sasrec):
+def test_ray_job_submit_smoke_sweep_logs_to_mlflow(smoke_jobs):
     """Two users at once: the smoke sweep and a one-trial sweep submitted together both finish, each under
     its own MLflow parent; the smoke sweep submitted again while it runs is refused by its storage lock."""
-    from ray.job_submission import JobSubmissionClient
-
-    uri = tracking_uri()
-    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    tag = uuid.uuid4().hex[:8]
-    experiment, other = f"popsteer-smoke-test-{tag}", f"popsteer-other-test-{tag}"
-    common = (f"storage={tmp_path / 'sweeps'}", f"data_dir={tmp_path / 'datasets'}", f"mlflow.tracking_uri={uri}")
-    ids = {"smoke": f"smoke-{tag}", "other": f"other-{tag}", "again": f"again-{tag}"}
-    # the second user's sweep: one trial on the session's small SASRec (no recommender training)
-    second = ("name=other", "train_recommender=null", f"base_checkpoint={small_sasrec[1]}",
-              "search.k=[4]", "search.scale=[2]")
-    for name, exp, extra in (("smoke", experiment, ()), ("other", other, second)):
-        proc = _submit(ray_cli, ids[name], *common, f"mlflow.experiment={exp}", *extra)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    lock = tmp_path / "sweeps" / "smoke.lock"
-    wait_for(lambda: lock.exists() and lock.read_text(), 240, "the smoke sweep's driver holding its lock")
-    again = _submit(ray_cli, ids["again"], *common, f"mlflow.experiment={experiment}", wait=True)
-    assert again.returncode != 0
-    logs = JobSubmissionClient(DASHBOARD).get_job_logs(ids["again"])
+    uri, experiment, other, tmp_path = smoke_jobs.uri, smoke_jobs.experiment, smoke_jobs.other, smoke_jobs.root
+    assert smoke_jobs.refused.returncode != 0
+    logs = smoke_jobs.refused_logs
     refused = [line for line in logs.splitlines() if line.startswith("error:")]
     assert len(refused) == 1 and "sweep 'smoke' is already running" in refused[0], logs[-2000:]
     assert "Traceback" not in logs
-    assert _wait_jobs([ids["smoke"], ids["other"]]) == {ids["smoke"]: "SUCCEEDED", ids["other"]: "SUCCEEDED"}
+    assert smoke_jobs.statuses == {"smoke": "SUCCEEDED", "other": "SUCCEEDED"}
 
     _, other_parents, other_children = mlflow_runs(uri, other)
     assert [p.data.params["name"] for p in other_parents] == ["other"]

@@ -58,7 +58,7 @@ def test_lightgcn_sweep_masks_history_on_the_evaluator_actors(tmp_path):
     spec = write_sweep(tmp_path / "lgcn.yaml", name="lgcn", dataset="ml-100k", model="lightgcn",
                        data_dir=str(tmp_path / "datasets"), storage=str(tmp_path / "sweeps"),
                        train_recommender={"small": True, "epochs": 5, "learning_rate": 0.01},
-                       search={"k": [8], "scale": [4], "sae": {"max_epochs": 20, "min_epochs": 20}},
+                       search={"k": [8], "scale": [4], "sae": {"max_epochs": 6, "min_epochs": 6}},
                        mlflow={"experiment": experiment},
                        stages={"trials": "best", "steering": {"ns": [16, 128], "alphas": [1.0, 3.0], "evaluators": 2}})
     _run_sweep(spec)

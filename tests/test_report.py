@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import re
 
@@ -31,10 +32,11 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sasrec_ckpt(workdir):
-    proc = run_cli(["--train_recommender", "--dataset", "ml-100k", "--small", "--epochs", "1", "--stride", "10"], workdir)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (ckpt,) = (workdir / "saved").glob("SASRec-*-ml-100k.safetensors")
+def sasrec_ckpt(workdir, small_sasrec):
+    """The session's small SASRec, in this folder (the seed command that trains one: tests/test_pipeline.py)."""
+    ckpt = workdir / "saved" / small_sasrec[1].name
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(small_sasrec[1], ckpt)
     return ckpt
 
 

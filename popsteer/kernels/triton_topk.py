@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from popsteer.kernels.checks import SUPPORTED_DTYPES, check_topk_input  # noqa: F401  (re-exported)
+
 
 try:  # optional: the eager path in popsteer.sae.topk needs none of this
     import triton
@@ -29,7 +31,6 @@ except ImportError:  # pragma: no cover - triton is a declared dependency
     tl = None
 
 TRITON_AVAILABLE = triton is not None
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 if TRITON_AVAILABLE:
@@ -90,18 +91,6 @@ if TRITON_AVAILABLE:
 
 def _next_pow2(x: int) -> int:
     return 1 << max(x - 1, 0).bit_length()
-
-
-def check_topk_input(h: Tensor, k: int) -> None:
-    """Raise ValueError/TypeError unless h is a contiguous (N, n) float tensor and 1 <= k <= n."""
-    if h.dim() != 2:
-        raise ValueError(f"h must be 2-D (N, n), got shape {tuple(h.shape)}")
-    if h.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"h must be float32, bfloat16 or float16, got {h.dtype}")
-    if not h.is_contiguous():
-        raise ValueError("h must be contiguous")
-    if not 1 <= k <= h.shape[1]:
-        raise ValueError(f"k must be in [1, {h.shape[1]}], got {k}")
 
 
 def triton_topk_relu(h: Tensor, k: int, num_warps: int | None = None) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,8 @@ the same way and the outputs are equal, not just close.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 
@@ -20,8 +22,22 @@ import torch
 from torch import Tensor
 
 from popsteer.kernels import native
-from popsteer.kernels import triton_topk as kernels
+from popsteer.kernels.checks import check_topk_input
 from popsteer.errors import PopSteerError
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    """Whether triton can be imported (found without importing it: ~0.15 s in every process)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _kernels():
+    """``popsteer.kernels.triton_topk``, imported on first use (a CUDA tensor or POPSTEER_TRITON=1)."""
+    from popsteer.kernels import triton_topk
+
+    return triton_topk
+
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +60,7 @@ def _eager_topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     ReLU(h) in exactly the documented order without materialising ReLU(h) (which alone cost
     more than ``torch.topk`` here). Otherwise ``_torch_topk_relu_sparse``.
     """
-    kernels.check_topk_input(h, k)
+    check_topk_input(h, k)
     if not native.takes(h) or not native.available():
         return _torch_topk_relu_sparse(h, k)
     with torch.no_grad():
@@ -87,7 +103,7 @@ def _keyed_topk(v: Tensor, k: int) -> Tensor:
 def triton_flag() -> str:
     """``$POPSTEER_TRITON``: "0", "1" or "" (checked; entry points call it before any work)."""
     flag = os.environ.get("POPSTEER_TRITON", "").strip()
-    if flag == "1" and not kernels.TRITON_AVAILABLE:
+    if flag == "1" and not _triton_installed():
         raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
     if flag not in ("", "0", "1"):
         raise TritonFlagError(f"environment variable POPSTEER_TRITON must be 0, 1 or unset, got {flag!r}")
@@ -98,7 +114,7 @@ def _use_triton(h: Tensor) -> bool:
     flag = triton_flag()
     if flag:
         return flag == "1"
-    return h.is_cuda and kernels.TRITON_AVAILABLE and not _triton_broken
+    return h.is_cuda and _triton_installed() and not _triton_broken
 
 
 def topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -112,10 +128,10 @@ def topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if not _use_triton(h):
         return _eager_topk_relu_sparse(h, k)
     if os.environ.get("POPSTEER_TRITON", "").strip() == "1":
-        return kernels.TopKReLU.apply(h, k)
-    kernels.check_topk_input(h, k)  # bad input is an error, not a reason to fall back
+        return _kernels().TopKReLU.apply(h, k)
+    check_topk_input(h, k)  # bad input is an error, not a reason to fall back
     try:
-        return kernels.TopKReLU.apply(h, k)
+        return _kernels().TopKReLU.apply(h, k)
     except Exception as exc:  # compile/driver failure: fall back for the rest of the run
         _triton_broken = True
         logger.warning("Triton top-k failed (%s: %s); using eager torch from now on", type(exc).__name__, exc)
