@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from popsteer.kernels.checks import SUPPORTED_DTYPES, check_topk_input  # noqa: F401  (re-exported)
+from popsteer.kernels.checks import check_topk_input
 
 
 try:  # optional: the eager path in popsteer.sae.topk needs none of this

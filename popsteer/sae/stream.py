@@ -56,6 +56,14 @@ def batch_sizes(n_rows: int, batch_size: int) -> list[int]:
     return [q + 1] * r + [q] * (m - r)
 
 
+def batch_indices(n_rows: int, batch_size: int, gen: torch.Generator | None,
+                  device: torch.device) -> tuple[Tensor, ...]:
+    """Row indices (a permutation drawn from gen; row order without one) split into ceil(n_rows / batch_size)
+    near-equal batches (none of 1 row): the sizes of ``batch_sizes``."""
+    order = torch.randperm(n_rows, generator=gen) if gen is not None else torch.arange(n_rows)
+    return order.to(device).tensor_split(math.ceil(n_rows / batch_size))
+
+
 class TensorRows:
     """Rows x (N, d) held in memory (on their device)."""
 
@@ -76,9 +84,7 @@ class TensorRows:
 
     def batches(self, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
         """One epoch: (B, d) batches of a fresh permutation drawn from gen (row order when not shuffling)."""
-        n = self.rows
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        for idx in order.to(self.device).tensor_split(math.ceil(n / batch_size)):
+        for idx in batch_indices(self.rows, batch_size, gen if self.shuffle else None, self.device):
             yield self.x[idx]
 
 

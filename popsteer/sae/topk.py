@@ -13,8 +13,6 @@ the same way and the outputs are equal, not just close.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 import os
 
@@ -26,14 +24,9 @@ from popsteer.kernels.checks import check_topk_input
 from popsteer.errors import PopSteerError
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    """Whether triton can be imported (found without importing it: ~0.15 s in every process)."""
-    return importlib.util.find_spec("triton") is not None
-
-
 def _kernels():
-    """``popsteer.kernels.triton_topk``, imported on first use (a CUDA tensor or POPSTEER_TRITON=1)."""
+    """``popsteer.kernels.triton_topk``, imported only when Triton is asked about (a CUDA tensor or
+    POPSTEER_TRITON=1): CPU processes, evaluator actors among them, never pay triton's ~0.15 s import."""
     from popsteer.kernels import triton_topk
 
     return triton_topk
@@ -103,7 +96,7 @@ def _keyed_topk(v: Tensor, k: int) -> Tensor:
 def triton_flag() -> str:
     """``$POPSTEER_TRITON``: "0", "1" or "" (checked; entry points call it before any work)."""
     flag = os.environ.get("POPSTEER_TRITON", "").strip()
-    if flag == "1" and not _triton_installed():
+    if flag == "1" and not _kernels().TRITON_AVAILABLE:
         raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
     if flag not in ("", "0", "1"):
         raise TritonFlagError(f"environment variable POPSTEER_TRITON must be 0, 1 or unset, got {flag!r}")
@@ -114,7 +107,7 @@ def _use_triton(h: Tensor) -> bool:
     flag = triton_flag()
     if flag:
         return flag == "1"
-    return h.is_cuda and _triton_installed() and not _triton_broken
+    return h.is_cuda and _kernels().TRITON_AVAILABLE and not _triton_broken
 
 
 def topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:

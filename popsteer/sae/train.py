@@ -25,7 +25,7 @@ from torch import Tensor
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import EpochLog, progress
 from popsteer.sae.model import SAEConfig, TopKSAE
-from popsteer.sae.stream import ParquetRows, TensorRows
+from popsteer.sae.stream import ParquetRows, TensorRows, batch_indices
 
 TrainRows = TensorRows | ParquetRows
 """A source of the training rows: ``rows``, ``d``, ``device`` and ``batches(batch_size, gen)``."""
@@ -45,12 +45,6 @@ def _check_inputs(x_train: Tensor | TrainRows, x_valid: Tensor) -> TrainRows:
     if train.d != x_valid.shape[1]:
         raise PopSteerError(f"x_train has d={train.d} but x_valid has d={x_valid.shape[1]}")
     return train
-
-
-def _batches(n_rows: int, batch_size: int, gen: torch.Generator | None, device: torch.device) -> tuple[Tensor, ...]:
-    """Row indices split into ceil(n_rows / batch_size) near-equal batches (none of 1 row)."""
-    order = torch.randperm(n_rows, generator=gen) if gen is not None else torch.arange(n_rows)
-    return order.to(device).tensor_split(math.ceil(n_rows / batch_size))
 
 
 def _train_epoch(
@@ -77,7 +71,7 @@ def evaluate_losses(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int, batch_siz
     sae.eval()
     total_var = (x.double() - x.double().mean(0)).pow(2).sum().item()
     sse = aux_sse = 0.0
-    for idx in _batches(x.shape[0], batch_size, None, x.device):
+    for idx in batch_indices(x.shape[0], batch_size, None, x.device):
         xb = x[idx]  # (B, d)
         x_hat, h, _ = sae(xb)
         sse += (x_hat - xb).double().pow(2).sum().item()
@@ -159,7 +153,7 @@ def sae_report(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> dict:
     x = x.to(sae.W_enc.device)
     fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
     sse = cos_sum = 0.0
-    for idx in _batches(x.shape[0], batch_size, None, x.device):
+    for idx in batch_indices(x.shape[0], batch_size, None, x.device):
         xb = x[idx]  # (B, d)
         x_hat, _, z = sae(xb)
         fired |= (z > 0).any(0)
