@@ -122,7 +122,7 @@ def test_gru4rec_through_every_stage_lowers_gini(gru4rec_sae):
     assert set(table.index) == {"sasrec", "sae", "popsteer"}
 
 
-@pytest.mark.parametrize("name,epochs,sae_epochs", [("bert4rec", 2, 15), ("lightgcn", 10, 60)])
+@pytest.mark.parametrize("name,epochs,sae_epochs", [("bert4rec", 2, 15), ("lightgcn", 5, 60)])
 def test_model_through_every_stage_lowers_gini(name, epochs, sae_epochs, tmp_path):
     """The user's path on ml-100k: train-recommender --model NAME, train-sae, analyze (BERT4Rec:
     synthetic profiles; LightGCN: real user groups, its default), steer; steering lowers Gini@10

@@ -28,7 +28,7 @@ def test_gru4rec_sweep_runs_through_the_platform(tmp_path):
     experiment = f"popsteer-gru4rec-{uuid.uuid4().hex[:8]}"
     spec = write_sweep(tmp_path / "gru.yaml", name="gru", dataset="ml-100k", model="gru4rec",
                        data_dir=str(tmp_path / "datasets"), storage=str(tmp_path / "sweeps"),
-                       train_recommender={"small": True, "epochs": 3, "stride": 10},
+                       train_recommender={"small": True, "epochs": 1, "stride": 10},
                        search={"k": [8], "scale": [2, 4], "sae": {"max_epochs": 4, "min_epochs": 2}},
                        mlflow={"experiment": experiment},
                        stages={"trials": "best", "steering": {"ns": [16, 64], "alphas": [1.0, 3.0], "evaluators": 1}})
