@@ -86,6 +86,11 @@ def _cli_on_the_sweeps_output(tmp_path: Path, best: str, grid: pd.DataFrame) -> 
     proc = _cli("report", "-p", str(sae), "--tiny", "--out", str(report), "--data-dir", str(data), "--out-dir", str(out))
     assert "steering grid reused" not in proc.stderr  # the tiny grid differs from the sweep's: computed anew
     text = report.read_text()
-    assert text.startswith("# PopSteer results") and "## ml-100k, SASRec trained by PopSteer" in text
+    assert text.startswith("# PopSteer results")
+    assert "## ml-100k, SASRec trained by PopSteer, the best SAE of sweep smoke" in text
+    assert "RESULTS_ml-100k-sweep-smoke_tradeoff.png" in text
+    summary = json.loads((tmp_path / "sweeps" / "smoke" / "sweep_summary.json").read_text())
+    # the analysis ran on the evaluator actors, and the grid on the same ones
+    assert summary["steering"]["pool"] == {"evaluators": 2, "shared_with_analysis": True, "resubmitted": 0}
     status = _cli("status", "--data-dir", str(data), "--out-dir", str(tmp_path / "sweeps" / "smoke" / "saes")).stdout
     assert sae.name in status and f"analysis/{sae.stem}/analysis.json" in status

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -115,9 +116,13 @@ def _assert_spread(exp_dir: Path, doomed_id: str) -> None:
     job_id = json.loads((exp_dir / "sweep_summary.json").read_text())["ray_job_id"]
     alive = {n["node_id"]: WORKER_RESOURCE in n.get("resources_total", {}) for n in alive_nodes()}
     assert sorted(alive.values()) == [False, True], alive  # the head and the second node are left
-    actors = list_actors(address=ray_address(), filters=[("job_id", "=", job_id)], detail=True, limit=1000,
-                         raise_on_missing_output=False)
-    trials = {a.node_id for a in actors if a.class_name == "ImplicitFunc"}  # Tune's function trainables
+    for _ in range(10):  # the state API answers from the GCS's actor table, which can lag a moment behind
+        actors = list_actors(address=ray_address(), filters=[("job_id", "=", job_id)], detail=True, limit=1000,
+                             raise_on_missing_output=False)
+        trials = {a.node_id for a in actors if a.class_name == "ImplicitFunc"}  # Tune's function trainables
+        if trials:
+            break
+        time.sleep(1.0)
     evaluators = {a.node_id for a in actors if a.class_name == "GridEvaluator"}
     assert trials == set(alive) | {doomed_id}, (trials, alive, doomed_id)
     assert evaluators == set(alive), (evaluators, alive)

@@ -169,16 +169,37 @@ def test_neurons_and_fidelity_sections(report):
     assert "KS distance, \\|d\\|" in text and "No authors'" not in text
 
 
-def test_mlflow_run_logged(workdir, report):
+def test_mlflow_parent_run_per_section_with_a_child_per_method(workdir, report):
     out, _ = report
-    assert out["mlflow_run"]
+    (parent,) = out["mlflow_runs"]  # one section
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    run = mlflow.get_run(out["mlflow_run"])
-    assert {"ml-100k/popsteer_tuned/ndcg_at_10", "ml-100k/fa_ir_tuned/gini_at_10"} <= set(run.data.metrics)
-    names = {a.path for a in mlflow.MlflowClient().list_artifacts(out["mlflow_run"])}
+    run = mlflow.get_run(parent)
+    assert run.data.tags["popsteer.section"] == "ml-100k" and run.info.run_name == "report/ml-100k"
+    assert run.data.params["model"] == "SASRec" and int(run.data.params["sae_epochs"]) == 3
+    assert {"hypervolume_test/popsteer", "hypervolume_valid/ipr", "sae_fvu"} <= set(run.data.metrics)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(parent)}
     assert {"RESULTS.md", "RESULTS_ml-100k_tradeoff.png", "RESULTS_ml-100k_grids.csv"} <= names
+    children = mlflow.search_runs(experiment_ids=[run.info.experiment_id], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == set(METHODS)
+    tuned = by_name["PopSteer (tuned)"].data.metrics
+    assert tuned["ndcg_at_10"] == pytest.approx(out["datasets"]["ml-100k"]["PopSteer (tuned)"]["ndcg@10"])
+
+
+def test_findings_and_sae_header(report):
+    _, text = report
+    assert text.index("## Findings") < text.index("## ml-100k")
+    findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"- PopSteer beats every baseline on test hypervolume on [01] of 1 sections", findings)
+    assert "error-preserving variant has a higher test hypervolume than the paper's form on" in findings
+    assert ("It loses on no section." in findings) != ("It loses on **ml-100k" in findings)
+    assert "authors' records" not in findings  # ML-1M only
+    m = re.search(r"\*\*SAE: 3 epochs, FVU (\d\.\d{4}), dead (\d+\.\d)% \(all 3 epochs, best epoch [123]; valid "
+                  r"split\)\*\*", text)
+    assert m and 0 < float(m[1]) < 1.5 and 0 <= float(m[2]) <= 100
 
 
 def test_report_refuses_a_recommender_checkpoint(workdir, sasrec_ckpt):

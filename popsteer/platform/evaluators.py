@@ -44,7 +44,8 @@ def _tensor(array: np.ndarray):
 
 
 class GridEvaluator:
-    """Actor: scores shards of users at every grid point; caches the SAEs it is asked about."""
+    """Actor: scores shards of users at every grid point (and analyses SAEs for the sweep runner);
+    caches the SAEs it is asked about."""
 
     def __init__(self) -> None:
         """Imports and a tiny scoring pass run here, while the driver is still preparing the grid
@@ -60,6 +61,14 @@ class GridEvaluator:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def analyze(self, cfg, encoded_dir: str, data):
+        """The analysis stage of one SAE (``popsteer.stages.analysis.analyze``) on this actor: a sweep that
+        also runs the grid analyses on its evaluators, so no separate worker process starts for it."""
+        from popsteer.stages.analysis import analyze
+        from popsteer.stages.encoded import Encodings
+
+        return analyze(cfg, data=data, encodings=Encodings(encoded_dir))
 
     def score(self, sae_path: str, deltas: np.ndarray, item_emb: np.ndarray, x: np.ndarray, lo: int, hi: int,
               k: int, bias: np.ndarray | None = None, exclude: tuple[np.ndarray, np.ndarray] | None = None,
@@ -151,7 +160,9 @@ class EvaluatorPool:
         return merged
 
     def shutdown(self) -> None:
+        """Kill the actors; a second call does nothing."""
         import ray
 
         for actor in self.actors:
             ray.kill(actor)
+        self.actors = []

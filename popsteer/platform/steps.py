@@ -2,8 +2,9 @@
 
 recommender: ``train_recommender`` in a Ray task (cached under ``<experiment>/recommender``);
 encode: ``ensure_encoded`` with the Ray Data executor; sweep: ``train_sae`` in Tune trials;
-analysis: ``analyze`` in a Ray task per selected SAE; steering: ``steering_grid`` with the
-evaluator pool over user shards; baselines: ``tune_baselines`` in a Ray task. Each returns
+analysis: ``analyze`` on the steering stage's evaluator actors when the grid runs too (one
+start-up for both stages), else in a Ray task per selected SAE; steering: ``steering_grid`` with
+the evaluator pool over user shards; baselines: ``tune_baselines`` in a Ray task. Each returns
 the JSON-able result the sweep writes to ``stages/<stage>.json``. The SAEs' results land where
 the CLI puts them (``<data_dir>/<dataset>/analysis/<SAE stem>/``), so ``popsteer steer``,
 ``report`` and ``status`` read a sweep's output as it is.
@@ -138,16 +139,30 @@ def _analysis_task(cfg: AnalysisConfig, encoded_dir: str, data: SequenceData):
     return analyze(cfg, data=data, encodings=Encodings(encoded_dir))
 
 
-def analysis_step(spec: SweepSpec, enc: dict, sweep: dict, data: SequenceData, tracker) -> dict:
-    """Analyse each selected SAE in its own Ray task (the seed's copy in <data_dir>/<dataset>/ is the CLI's alone)."""
+def evaluator_pool(spec: SweepSpec):
+    """The steering stage's pool of evaluator actors (``stages.steering``)."""
+    from popsteer.platform.evaluators import EvaluatorPool
+
+    s = spec.stages.steering
+    return EvaluatorPool(s.evaluators, s.cpus_per_evaluator, s.gpus_per_evaluator)
+
+
+def analysis_step(spec: SweepSpec, enc: dict, sweep: dict, data: SequenceData, tracker, pool=None) -> dict:
+    """Analyse each selected SAE (the seed's copy in <data_dir>/<dataset>/ is the CLI's alone): on the
+    evaluator actors of ``pool`` when given (the steering stage's, started here once for both stages),
+    else in a Ray task each with the trials' resources."""
     import ray
 
     trials = {t["trial_key"]: t for t in sweep["trials"]}
-    task = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(_analysis_task)
     data_ref = ray.put(data)
-    refs = {key: task.remote(AnalysisConfig(sae_ref(spec, trials[key]["sae_checkpoint"]),
-                                            seed=spec.encode.profile_seed, seed_copy=False), enc["encoded_dir"], data_ref)
-            for key in sweep["selected"]}
+    cfgs = {key: AnalysisConfig(sae_ref(spec, trials[key]["sae_checkpoint"]), seed=spec.encode.profile_seed,
+                                seed_copy=False) for key in sweep["selected"]}
+    if pool is not None:
+        refs = {key: pool.actors[i % len(pool.actors)].analyze.remote(cfg, enc["encoded_dir"], data_ref)
+                for i, (key, cfg) in enumerate(cfgs.items())}
+    else:
+        task = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(_analysis_task)
+        refs = {key: task.remote(cfg, enc["encoded_dir"], data_ref) for key, cfg in cfgs.items()}
     out = {}
     for key, ref in refs.items():
         res = ray.get(ref)
@@ -170,14 +185,13 @@ def grid_config(spec: SweepSpec) -> GridConfig:
     return GridConfig(**{f: getattr(spec.stages.steering, f) for f in GridConfig.__dataclass_fields__})
 
 
-def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData, tracker) -> dict:
-    """Every selected SAE's grid on one pool of evaluator actors over user shards."""
-    from popsteer.platform.evaluators import EvaluatorPool
+def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData, tracker, pool=None) -> dict:
+    """Every selected SAE's grid on one pool of evaluator actors over user shards (``pool``: the one the
+    analysis ran on, see ``analysis_step``; else a new one); the pool is shut down at the end."""
     from popsteer.stages.grid import steering_grid
 
-    s = spec.stages.steering
     grid = grid_config(spec)
-    pool = EvaluatorPool(s.evaluators, s.cpus_per_evaluator, s.gpus_per_evaluator)
+    shared, pool = pool is not None, pool or evaluator_pool(spec)
     picks, files = {}, {}
     try:
         for key, a in analysis.items():
@@ -195,7 +209,9 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
                  len(pool.actors), pool.resubmitted)
     finally:
         pool.shutdown()
-    return {"points": len(result.points) if analysis else 0, "picks": picks, "files": files}
+    return {"points": len(result.points) if analysis else 0, "picks": picks, "files": files,
+            "pool": {"evaluators": spec.stages.steering.evaluators, "shared_with_analysis": shared,
+                     "resubmitted": pool.resubmitted}}
 
 
 # ------------------------------------------------------------------ baselines

@@ -136,9 +136,16 @@ def _run_stages(spec: SweepSpec, resume: bool, run: tuple[str, ...]) -> dict:
     sweep = stage("sweep", sweep_stage, spec, rec, enc, data, tracker, resume)
     analysis = steering = None
     if sweep and sweep["selected"] and spec.stages.analysis:
-        analysis = stage("analysis", steps.analysis_step, spec, enc, sweep, data, tracker)
-        if analysis and spec.stages.steering is not None:
-            steering = stage("steering", steps.steering_step, spec, enc, analysis, data, tracker)
+        # the analysis and the grid share one pool of evaluator actors when both run here (one start-up)
+        pool = steps.evaluator_pool(spec) if spec.stages.steering is not None and {"analysis", "steering"} <= set(run) \
+            else None
+        try:
+            analysis = stage("analysis", steps.analysis_step, spec, enc, sweep, data, tracker, pool)
+            if analysis and spec.stages.steering is not None:
+                steering = stage("steering", steps.steering_step, spec, enc, analysis, data, tracker, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()  # after steering's own shutdown: a no-op
     if spec.stages.baselines is not None and enc:
         stage("baselines", steps.baselines_step, spec, rec, enc, data, tracker, steering)
     seconds["total"] = round(time.perf_counter() - t_start, 2)

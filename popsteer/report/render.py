@@ -103,10 +103,27 @@ def sweep_table(res: dict, fixed: str, value: float, vary: str) -> str:
                      "valid Gini@10"], rows)
 
 
+def sae_line(meta: dict) -> str:
+    """``SAE: N epochs, FVU F, dead D%`` and why training stopped, from an SAE checkpoint's header."""
+    history, cfg, report = meta.get("history") or [], meta["sae"], meta.get("report", {})
+    n = len(history)
+    if n >= cfg["max_epochs"]:
+        why = f"all {cfg['max_epochs']} epochs"
+    elif cfg.get("time_budget_min") and meta.get("train_minutes", 0) >= 0.97 * cfg["time_budget_min"]:
+        why = f"stopped by its {cfg['time_budget_min']:g}-minute time budget"
+    else:
+        why = f"early stop (patience {cfg['patience']}, never before epoch {cfg.get('min_epochs') or 50})"
+    if history:
+        best = min(history, key=lambda r: r["valid_loss"])["epoch"]
+        why += f", best epoch {best}"
+    return (f"SAE: {n} epochs, FVU {report.get('fvu', float('nan')):.4f}, dead "
+            f"{100 * report.get('dead_fraction', float('nan')):.1f}% ({why}; valid split)")
+
+
 def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
     meta, d = res["meta"], res["defaults"]
     pick = res["methods"]["popsteer"]["params"]
-    out = [f"## {res['title']}", "",
+    out = [f"## {res['title']}", "", f"**{sae_line(meta)}**", "",
            f"SAE `{Path(res['checkpoint']).name}` (K={meta['sae']['k']}, scale {meta['sae']['scale']}, "
            f"{res['n_latents']} neurons) on {res.get('model', 'SASRec')} `{Path(meta['base_checkpoint']).name}`. "
            f"Test split; every tuned method picked on validation by the rule of docs/METHOD.md §4 "

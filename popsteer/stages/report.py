@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 from popsteer.errors import PopSteerError
 from popsteer.baselines.tuning import rerank_split
 from popsteer.eval.popularity import PopularityGroups
 from popsteer.report.fidelity import fidelity, shared_dir
+from popsteer.report.findings import findings
 from popsteer.report.neurons import top_neurons
 from popsteer.report.plots import methods_tradeoff
 from popsteer.report.render import METRIC_KEYS, closing_note, grid_frame, main_rows, method_label, render_dataset
@@ -52,10 +52,13 @@ def evaluate_section(sae_path: str, cfg: ReportConfig) -> dict:
     shared = shared_dir(cfg.shared_dir)
     scores = ctx.scores()
     groups = PopularityGroups.from_counts(data.train_target_counts())
+    sweep = (ctx.meta.get("sweep") or {}).get("name")
+    title = f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer")
     res = {"dataset": data.name, "checkpoint": str(sae_path), "meta": ctx.meta, "n_latents": n_latents,
            "sasrec_origin": "authors" if imported else "popsteer", "model": model,
-           "title": f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer"),
-           "slug": data.name + ("" if model == "SASRec" else f"-{model.lower()}") + ("-authors" if imported else ""),
+           "title": title + (f", the best SAE of sweep {sweep}" if sweep else ""),
+           "slug": data.name + ("" if model == "SASRec" else f"-{model.lower()}") + ("-authors" if imported else "")
+           + (f"-sweep-{sweep}" if sweep else ""),
            "defaults": {"num_neurons": n0, "alpha": a0}, "base_valid": base_valid, "base_test": base_test,
            "default_test": grid.row("test", n0, a0), "methods": methods, "d": scores.d,
            "neurons": top_neurons(data, cfg.where.data_dir, groups, scores.d, shared, sae_path),
@@ -82,29 +85,47 @@ def section_statistics(ref: SAERef, ctx, cfg: ReportConfig, methods: dict, encod
     return statistics(lists, labels, ctx.base.evaluator("test"), cfg.resamples, cfg.seed)
 
 
-def log_to_mlflow(files: list[Path], results: list[dict]) -> str | None:
-    """Log the report, plots, grids and the test table to an MLflow run; returns its id."""
+def section_metrics(res: dict) -> dict[str, dict[str, float]]:
+    """Each table row's finite test metrics (MLflow keys: ``@`` as ``_at_``), by row label."""
+    out = {}
+    for label, _, values, _ in main_rows(res):
+        out[label] = {key.replace("@", "_at_"): float(values[key]) for key in (*METRIC_KEYS, *(k for k, _ in BIAS_COLUMNS))
+                      if math.isfinite(values.get(key, math.nan))}
+    return out
+
+
+def log_to_mlflow(out: Path, sections: list[tuple[dict, list[Path]]]) -> list[str]:
+    """One MLflow parent run per section (the report, the section's plot and grids, its SAE's facts and
+    every method's hypervolume), with one child run per table row holding that method's test metrics;
+    returns the parent runs' ids."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         log.warning("--mlflow: MLFLOW_TRACKING_URI is not set, nothing logged")
-        return None
+        return []
     import mlflow
 
-    metrics = {}
-    for res in results:
-        for label, _, values, _ in main_rows(res):
-            for key in (*METRIC_KEYS, *(k for k, _ in BIAS_COLUMNS)):
-                if math.isfinite(values.get(key, math.nan)):
-                    slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-                    metrics[f"{res['slug']}/{slug}/{key.replace('@', '_at_')}"] = float(values[key])
+    ids = []
     try:
-        with mlflow.start_run(run_name="popsteer-report") as run:
-            for path in files:
-                mlflow.log_artifact(str(path))
-            mlflow.log_metrics(metrics | {f"{res['slug']}/{name}/hypervolume_{split}": v for res in results
-                                          for name, hv in res["hv"]["methods"].items() for split, v in hv.items()})
-            return run.info.run_id
+        for res, files in sections:
+            report_ = res["meta"].get("report", {})
+            params = {"dataset": res["dataset"], "model": res["model"], "origin": res["sasrec_origin"],
+                      "sae_checkpoint": Path(res["checkpoint"]).name, "sae_epochs": len(res["meta"].get("history") or []),
+                      "sae_k": res["meta"]["sae"]["k"], "sae_scale": res["meta"]["sae"]["scale"]}
+            with mlflow.start_run(run_name=f"report/{res['slug']}",
+                                  tags={"popsteer.kind": "report_section", "popsteer.section": res["slug"]}) as run:
+                mlflow.log_params(params)
+                for path in (out, *files):
+                    mlflow.log_artifact(str(path))
+                mlflow.log_metrics({f"hypervolume_{split}/{name}": v for name, hv in res["hv"]["methods"].items()
+                                    for split, v in hv.items()} |
+                                   {f"sae_{k}": float(report_[k]) for k in ("fvu", "dead_fraction") if k in report_})
+                for label, metrics in section_metrics(res).items():
+                    with mlflow.start_run(run_name=label, nested=True, tags={"popsteer.kind": "report_method"}):
+                        mlflow.log_param("method", label)
+                        mlflow.log_metrics(metrics)
+                ids.append(run.info.run_id)
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         raise PopSteerError(f"MLflow logging failed (the report is written): {str(exc).splitlines()[0]}") from None
+    return ids
 
 
 BY_HAND = "<!-- by hand: everything below this line is kept when popsteer report rewrites the file -->"
@@ -129,12 +150,13 @@ def report(cfg: ReportConfig) -> dict:
         if any(r["slug"] == res["slug"] for r in results):
             raise PopSteerError(f"two SAE checkpoints for '{res['title']}': give one per dataset, model and origin")
         results.append(res)
-    sections = []
+    sections, logged = [], []
     for res in results:
         figure = methods_tradeoff(res, out.parent / f"{out.stem}_{res['slug']}_tradeoff.png")
         grids = out.parent / f"{out.stem}_{res['slug']}_grids.csv"
         write_csv(grids, grid_frame(res), index=False)
         files += [figure, grids]
+        logged.append((res, [figure, grids]))
         sections.append(render_dataset(res, figure, grids))
     command = "popsteer report " + " ".join(f"-p {Path(p).name}" for p in cfg.saes) + f" --out {out}" + \
         (" --tiny" if cfg.tiny else "")
@@ -149,9 +171,9 @@ def report(cfg: ReportConfig) -> dict:
             "with a per-user strength; every re-ranker's grid extended toward PopSteer's Gini range." + (
                 " **Tiny settings** (trimmed grids): a structural check, not the paper's numbers."
                 if cfg.tiny else ""), ""]
-    write_text(out, "\n".join(head + sections + closing_note(results)) + kept_by_hand(out))
+    write_text(out, "\n".join(head + findings(results) + sections + closing_note(results)) + kept_by_hand(out))
     log.info("wrote %s and %d figure(s)", out, len(results))
-    run_id = log_to_mlflow(files, results) if cfg.mlflow else None
-    return {"report": str(out), "files": [str(f) for f in files[1:]], "mlflow_run": run_id,
+    run_ids = log_to_mlflow(out, logged) if cfg.mlflow else []
+    return {"report": str(out), "files": [str(f) for f in files[1:]], "mlflow_runs": run_ids,
             "datasets": {r["slug"]: {label: {k: v[k] for k in ("ndcg@10", "gini@10")}
                                      for label, _, v, _ in main_rows(r)} for r in results}}
