@@ -16,6 +16,7 @@
 #   PIPELINES="lastfm:sasrec:ours" SAE_MIN=5 bash scripts/reproduce.sh   # one pipeline, a shorter SAE
 #   REPORT=none ...                                                       # the runs only, no report
 #   REPORT_ARGS="--mlflow" ...                                            # and log each section to MLflow
+#   SWEEP_ARGS="--set search.k=[32]" ...                                  # extra arguments of the sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=$(realpath "${POPSTEER_SHARED_DATASETS:-../shared/datasets}")
@@ -67,13 +68,13 @@ recommender() {  # recommender DS MODEL ORIGIN DIR: the base checkpoint's path (
   rec=$(newest "$dir" "$cls-*-$ds.safetensors")
   if [ -z "$rec" ]; then
     if [ "$origin" = authors ]; then
-      timed "$ds-$model-$origin/recommender" $PS import-checkpoint "$(ls "$SHARED/$ds"/reference/SASRec-*.pth | head -1)" \
+      timed "$ds:$model:$origin/recommender" $PS import-checkpoint "$(ls "$SHARED/$ds"/reference/SASRec-*.pth | head -1)" \
         --dataset "$ds" --trust-pickle --data-dir "$DATA" --reference-dir "$SHARED/$ds/reference" \
         --out "$dir/SASRec-authors-$ds.safetensors" >&2
     else
       local args=(--learning-rate 0.002 --batch-size 2048 --lr-schedule cosine)
       [ "$model" = sasrec ] || args=(--learning-rate "$([ "$model" = lightgcn ] && echo 0.01 || echo 0.001)")
-      timed "$ds-$model-$origin/recommender" $PS train-recommender --dataset "$ds" --model "$model" --data-dir "$DATA" \
+      timed "$ds:$model:$origin/recommender" $PS train-recommender --dataset "$ds" --model "$model" --data-dir "$DATA" \
         --out-dir "$dir" --time-budget-min "$REC_MIN" "${args[@]}" >&2
     fi
     rec=$(newest "$dir" "$cls-*-$ds.safetensors")
@@ -84,9 +85,9 @@ recommender() {  # recommender DS MODEL ORIGIN DIR: the base checkpoint's path (
 sweep_sae() {  # the best SAE of the ML-1M K x s sweep on the platform, on our ML-1M SASRec
   local base=$1 storage="$OUT/sweeps" summary
   summary="$storage/reproduce_ml1m/sweep_summary.json"
-  [ -f "$summary" ] || POPSTEER_ALLOWED_ROOTS="$SHARED" timed "ml-1m-sasrec-sweep/sweep" $PY -m popsteer.sweep \
+  [ -f "$summary" ] || POPSTEER_ALLOWED_ROOTS="$SHARED" timed "ml-1m:sasrec:sweep/sweep" $PY -m popsteer.sweep \
     sweeps/reproduce_ml1m.yaml \
-    --set "base_checkpoint=$base" --set "data_dir=$DATA" --set "storage=$storage" >&2
+    --set "base_checkpoint=$base" --set "data_dir=$DATA" --set "storage=$storage" ${SWEEP_ARGS:-} >&2
   $PY -c 'import json, sys; s = json.load(open(sys.argv[1])); print(s["analysis"][s["sweep"]["selected"][0]]["sae_checkpoint"])' \
     "$summary"
 }

@@ -73,3 +73,4 @@ def test_findings_lines():
     assert "It loses on **beauty, SASRec trained by PopSteer** (PopSteer 4.000×10⁻³) to IPR (5.000)." in text
     assert "higher test hypervolume than the paper's form on 1 of 2 sections (ml-1m, SASRec trained by PopSteer)" in text
     assert text.count("against parepic/PopSteer2.0") == 1  # ML-1M's SASRec only
+    assert "PopSteer's pick changes Gini@10 by -10.0% and NDCG@10 by -4.0%." in text

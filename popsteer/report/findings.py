@@ -79,9 +79,9 @@ def authors_lines(results: list[dict]) -> list[str]:
         out += [f"- **{res['title']}** against {authors_ml1m.SOURCE}: our SASRec has test NDCG@10 "
                 f"{base['ndcg@10']:.4f} and Gini@10 {base['gini@10']:.4f}, theirs {authors_ml1m.SASREC['ndcg@10']:.4f} "
                 f"and {authors_ml1m.SASREC['gini@10']:.3f} on their split (the splits differ in the order of same-second "
-                "ratings of users 3000-6040, docs/METHOD.md §7). PopSteer's pick lowers Gini@10 by "
-                f"{100 * dg:.1f}% for {100 * dn:.1f}% of NDCG@10. The largest Gini@10 drop each baseline reaches "
-                f"within that NDCG@10 drop, on their records and here:", "",
+                "ratings of users 3000-6040, docs/METHOD.md §7). PopSteer's pick changes Gini@10 by "
+                f"{-100 * dg:+.1f}% and NDCG@10 by {-100 * dn:+.1f}%. The largest Gini@10 drop each baseline "
+                "reaches with at most that NDCG@10 drop, on their records and here:", "",
                 md_table(["baseline", "authors' records (their split)", "this report (test grid)"], rows), ""]
     return out
 

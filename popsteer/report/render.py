@@ -127,7 +127,8 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
            f"SAE `{Path(res['checkpoint']).name}` (K={meta['sae']['k']}, scale {meta['sae']['scale']}, "
            f"{res['n_latents']} neurons) on {res.get('model', 'SASRec')} `{Path(meta['base_checkpoint']).name}`. "
            f"Test split; every tuned method picked on validation by the rule of docs/METHOD.md §4 "
-           f"(max relative Gini drop − relative NDCG drop with NDCG drop ≤ 5% against SASRec).", "",
+           f"(max relative Gini drop − relative NDCG drop with NDCG drop ≤ 5% against {res.get('model', 'SASRec')}).",
+           "",
            "### Test results", ""]
     header = ["method", "setting", *(name for _, name in COLUMNS), "valid Gini↓ / NDCG↓"]
     out.append(md_table(header, [[md(label), setting, *(fmt(metrics[k], k) for k in METRIC_KEYS), note]
