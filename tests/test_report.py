@@ -46,6 +46,7 @@ def sae_ckpt(workdir, sasrec_ckpt):
                     "--epochs", "3", "--min-epochs", "1"], workdir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (ckpt,) = (workdir / "saved").glob("SASRec_SAE-*-k8-4-ml-100k.safetensors")
+    assert not list((workdir / "saved" / "partial").glob("*"))  # the resumable state is gone once it is saved
     proc = run_cli(["--analyze_neurons", "-p", str(ckpt)], workdir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return ckpt

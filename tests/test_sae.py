@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -141,6 +143,40 @@ def test_training_is_deterministic():
     a, _ = train_sae(x[:200], x[200:], cfg)
     b, _ = train_sae(x[:200], x[200:], cfg)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_training_continues_from_its_state_bit_for_bit(tmp_path, caplog):
+    """Killed after epoch 5 (its state saved after every epoch), then run again: the same weights and
+    history as one uninterrupted run; the state of another config is ignored."""
+    caplog.set_level(logging.INFO, logger="popsteer")
+    x = _low_rank(300, d=8)
+    cfg = SAEConfig(k=4, scale=2, batch_size=32, max_epochs=9, min_epochs=9)
+    torch.manual_seed(0)
+    whole, whole_history = train_sae(x[:200], x[200:], cfg)
+
+    def kill_at_6(epoch: int, _record: dict) -> None:
+        if epoch == 6:
+            raise Killed
+
+    state = tmp_path / "partial" / "sae.safetensors"
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        train_sae(x[:200], x[200:], cfg, kill_at_6, state_path=state, save_every_s=0.0)
+    assert state.exists() and not list(state.parent.glob("*.tmp"))
+    torch.manual_seed(1)  # another init: the state's weights replace it
+    epochs = []
+    resumed, history = train_sae(x[:200], x[200:], cfg, lambda e, _: epochs.append(e), state_path=state)
+    assert epochs == [6, 7, 8, 9] and "continuing after epoch 5" in caplog.text
+    assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), resumed.parameters()))
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(history) == drop(whole_history)
+    other, other_history = train_sae(x[:200], x[200:], SAEConfig(k=4, scale=2, batch_size=32, max_epochs=2,
+                                                                min_epochs=1), state_path=state)
+    assert len(other_history) == 2 and "written for another config or input" in caplog.text
 
 
 @pytest.mark.parametrize("min_epochs, stops_at", [(1, 3), (5, 5)])

@@ -28,7 +28,7 @@ def import_checkpoint(cfg: C.ImportConfig) -> dict:
 def train_sae(cfg: C.SAEStageConfig) -> dict:
     from popsteer.stages.sae import train_sae as run
 
-    return run(cfg).summary()
+    return run(cfg, resumable=True).summary()
 
 
 def analyze(cfg: C.AnalysisConfig) -> dict:

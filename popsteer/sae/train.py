@@ -18,6 +18,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -25,6 +27,7 @@ from torch import Tensor
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import EpochLog, progress
 from popsteer.sae.model import SAEConfig, TopKSAE
+from popsteer.sae.resume import TrainState, load_state, save_state
 from popsteer.sae.stream import ParquetRows, TensorRows, batch_indices
 
 TrainRows = TensorRows | ParquetRows
@@ -84,13 +87,17 @@ def train_sae(
     x_valid: Tensor,
     cfg: SAEConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
+    state_path: Path | None = None,
+    save_every_s: float = 30.0,
 ) -> tuple[TopKSAE, list[dict]]:
     """Train a TopK SAE on x_train (N, d) or a row source, validating on x_valid (M, d); both on one device.
 
     Returns the SAE with the best epoch's weights (on x_train's device) and one history
     dict per epoch: epoch, train_loss, train_fvu, valid_fvu, valid_auxk, valid_loss,
     dead_fraction (latents that never fired in the epoch), lr (used in the epoch), seconds.
-    ``on_epoch(epoch, record)`` is called after each epoch.
+    ``on_epoch(epoch, record)`` is called after each epoch. ``state_path``: the trainer's state
+    is written there after an epoch, at most every ``save_every_s`` seconds, and a run that finds
+    one written for the same config and input continues from it (``popsteer.sae.resume``).
     """
     x_train = _check_inputs(x_train, x_valid)
     d = x_train.d
@@ -102,10 +109,22 @@ def train_sae(
     dead = torch.zeros(sae.n, dtype=torch.bool, device=x_train.device)  # (n,) no previous epoch yet
     best_score, best_epoch, best_state, stale = -math.inf, 0, None, 0
     history: list[dict] = []
+    fingerprint = {"cfg": asdict(cfg), "train_rows": x_train.rows, "valid_rows": len(x_valid), "d": d}
+    state = None if state_path is None else load_state(state_path, fingerprint, x_train.device)
+    if state is not None:
+        sae.load_state_dict(state.sae)
+        opt.load_state_dict(state.opt)
+        sched.load_state_dict(state.sched)
+        gen.set_state(state.gen)
+        dead, best_state, history = state.dead, state.best, state.history
+        best_score, best_epoch, stale = state.best_score, state.best_epoch, state.stale
+        logger.info("SAE: continuing after epoch %d from %s", state.epoch, state_path)
+    first = 1 if state is None else state.epoch + 1
     logger.info("SAE: d=%d n=%d k=%d k_aux=%d, %d train / %d valid rows", d, sae.n, cfg.k, k_aux, x_train.rows, len(x_valid))
-    bar = progress(range(1, cfg.max_epochs + 1), desc="SAE", unit="epoch")  # ETA to max_epochs (early stop may end sooner)
+    bar = progress(range(first, cfg.max_epochs + 1), desc="SAE", unit="epoch")  # ETA to max_epochs (early stop may end sooner)
     heartbeat = EpochLog(logger, "SAE", cfg.max_epochs)
-    t_begin = time.perf_counter()
+    t_begin = time.perf_counter() - (0.0 if state is None else state.elapsed_s)
+    t_saved = time.perf_counter()
     for epoch in bar:
         start = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
@@ -136,6 +155,11 @@ def train_sae(
         if cfg.time_budget_min is not None and time.perf_counter() - t_begin >= 60 * cfg.time_budget_min:
             logger.info("SAE: time budget of %.1f min reached at epoch %d", cfg.time_budget_min, epoch)
             break
+        if state_path is not None and time.perf_counter() - t_saved >= save_every_s:
+            save_state(state_path, TrainState(epoch, sae.state_dict(), best_state, opt.state_dict(), sched.state_dict(),
+                                              gen.get_state(), dead, best_score, best_epoch, stale, history,
+                                              time.perf_counter() - t_begin), fingerprint)
+            t_saved = time.perf_counter()
     bar.close()
     if best_state is not None:
         sae.load_state_dict(best_state)

@@ -25,7 +25,7 @@ def pipeline(cfg: PipelineConfig) -> dict:
     where = rec_cfg.where
     rec = train_recommender(rec_cfg)
     data = load_dataset(rec_cfg.dataset, where.data_dir, max_len=rec_cfg.architecture().max_len, cfg=rec_cfg.data)
-    sae = train_sae(SAEStageConfig(base=rec.checkpoint, sae=cfg.sae, where=where), data=data)
+    sae = train_sae(SAEStageConfig(base=rec.checkpoint, sae=cfg.sae, where=where), data=data, resumable=True)
     ref = SAERef(path=sae.checkpoint, dataset=data.name, where=where)
     analysis = analyze(AnalysisConfig(ref, seed=cfg.seed, probe=cfg.probe), data=data)
     n = analysis.summary["n_neurons"]

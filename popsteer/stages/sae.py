@@ -11,9 +11,12 @@ encoding's Parquet files in shuffled windows when larger. The validation users a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -55,13 +58,24 @@ def sae_stem(dataset: str, k: int, scale: int, model: str = "SASRec") -> str:
     return f"{model}_SAE-{checkpoint.seed_timestamp()}-k{k}-{scale}-{dataset}"
 
 
+def partial_state(cfg: SAEStageConfig, base_sha: str, part: str, model: str) -> Path:
+    """Where a resumable training keeps its state: one file per base checkpoint, SAE config and input part."""
+    key = json.dumps([base_sha, asdict(cfg.sae), part, cfg.encode.sasrec_train_mode], sort_keys=True, default=str)
+    return Path(cfg.where.out_dir) / "partial" / f"{model}_SAE-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+
+
 def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: SequenceData | None = None,
               encodings: Encodings | None = None, encoder: Encoder | None = None,
-              on_epoch: Callable[[int, dict], None] | None = None, extra_meta: dict | None = None) -> SAEResult:
+              on_epoch: Callable[[int, dict], None] | None = None, extra_meta: dict | None = None,
+              resumable: bool = False) -> SAEResult:
     """Train the SAE of ``cfg`` and save it (default: ``<out-dir>/SASRec_SAE-<date>-k<K>-<s>-<dataset>.safetensors``).
 
     ``data`` and ``encodings`` skip loading and encoding when the caller has them;
-    ``extra_meta`` adds keys to the checkpoint header (a sweep trial's provenance).
+    ``extra_meta`` adds keys to the checkpoint header (a sweep trial's provenance). ``resumable``
+    (the CLI): the trainer's state is kept in ``<out-dir>/partial/`` while it trains (written every
+    ``$POPSTEER_SAE_STATE_EVERY_S`` seconds, default 30), so the same command run again after the
+    process died continues from the last saved epoch; the state is removed once the checkpoint is
+    written. (A sweep trial is retried by Tune from its start.)
     """
     base = load_base(cfg.base, cfg.where, cfg.encode, data)
     d, n = base.d, cfg.sae.hidden(base.d)
@@ -80,7 +94,10 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     x_train = ParquetRows(files, cfg.sae.stream_buffer_rows, device, rows=manifest["rows"], d=manifest["d"])  # P rows
     x_valid = torch.from_numpy(encodings.read(parts[1])).to(device)  # (U, d)
     torch.manual_seed(cfg.sae.seed)
-    sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch)
+    base_sha = checkpoint.file_sha256(base.path)
+    state = partial_state(cfg, base_sha, parts[0].name, base.model.recbole_class) if resumable else None
+    sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch, state_path=state,
+                           save_every_s=float(os.environ.get("POPSTEER_SAE_STATE_EVERY_S", 30)))
     report = sae_report(sae, x_valid)
     ev = base.evaluator("valid")
     with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
@@ -89,10 +106,12 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     minutes = (time.perf_counter() - t0) / 60
     out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, sae_stem(base.data.name, cfg.sae.k,
                                                                                     cfg.sae.scale, base.model.recbole_class))
-    meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=checkpoint.file_sha256(base.path),
+    meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=base_sha,
                     prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
                     history=history, train_minutes=minutes, extra=extra_meta, base_model=base.model.name)
     save_sae(out, sae.cpu(), meta)
+    if state is not None:
+        state.unlink(missing_ok=True)
     log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
              report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],
              report["valid_ndcg@10_sasrec"], out)
