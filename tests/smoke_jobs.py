@@ -4,6 +4,7 @@ read by the job test (what the cluster and MLflow hold) and the MLflow UI test (
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ class SmokeJobs:
     """Its job logs, from the job server."""
     statuses: dict[str, str]
     """"smoke" and "other" -> their final job status."""
+    summary: dict
+    """The smoke sweep's sweep_summary.json as the job left it (later tests rerun its stages)."""
 
     @property
     def storage(self) -> Path:
@@ -77,4 +80,6 @@ def submit_smoke_jobs(root: Path, base_checkpoint: Path) -> SmokeJobs:
     client = JobSubmissionClient(DASHBOARD)
     logs = client.get_job_logs(ids["again"])
     final = _wait_jobs(client, [ids["smoke"], ids["other"]])
-    return SmokeJobs(uri, experiment, other, root, again, logs, {k: final[ids[k]] for k in ("smoke", "other")})
+    summary = root / "sweeps" / "smoke" / "sweep_summary.json"
+    return SmokeJobs(uri, experiment, other, root, again, logs, {k: final[ids[k]] for k in ("smoke", "other")},
+                     json.loads(summary.read_text()) if summary.exists() else {})

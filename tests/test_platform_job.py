@@ -62,6 +62,8 @@ def test_ray_job_submit_smoke_sweep_logs_to_mlflow(smoke_jobs):
     assert "sasrec" in pick["valid_baselines"] and "sae" in pick["test_baselines"]
     if pick["pick"] is not None:  # a point within 5% NDCG of SASRec: its test row is the headline
         assert parent.data.metrics["pick_test_ndcg_at_10"] == pytest.approx(pick["test"]["ndcg@10"])
+    # the analysis ran on the evaluator actors, and the grid on the same ones
+    assert smoke_jobs.summary["steering"]["pool"] == {"evaluators": 2, "shared_with_analysis": True, "resubmitted": 0}
     _cli_on_the_sweeps_output(tmp_path, best, grid)
 
 
@@ -89,8 +91,5 @@ def _cli_on_the_sweeps_output(tmp_path: Path, best: str, grid: pd.DataFrame) -> 
     assert text.startswith("# PopSteer results")
     assert "## ml-100k, SASRec trained by PopSteer, the best SAE of sweep smoke" in text
     assert "RESULTS_ml-100k-sweep-smoke_tradeoff.png" in text
-    summary = json.loads((tmp_path / "sweeps" / "smoke" / "sweep_summary.json").read_text())
-    # the analysis ran on the evaluator actors, and the grid on the same ones
-    assert summary["steering"]["pool"] == {"evaluators": 2, "shared_with_analysis": True, "resubmitted": 0}
     status = _cli("status", "--data-dir", str(data), "--out-dir", str(tmp_path / "sweeps" / "smoke" / "saes")).stdout
     assert sae.name in status and f"analysis/{sae.stem}/analysis.json" in status
