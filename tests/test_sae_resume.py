@@ -49,6 +49,8 @@ def test_train_sae_killed_then_run_again_continues(tmp_path, small_sasrec):
     assert f"SAE epoch {killed_at + 1}/12" in again.stderr and "SAE epoch 1/12" not in again.stderr
     (sae,) = (tmp_path / "saved").glob("SASRec_SAE-*.safetensors")
     with safe_open(str(sae), "pt") as f:
-        history = json.loads(f.metadata()["popsteer"])["history"]
+        meta = json.loads(f.metadata()["popsteer"])
+    history = meta["history"]
     assert [r["epoch"] for r in history] == list(range(1, 13))
+    assert 60 * meta["train_minutes"] >= sum(r["seconds"] for r in history)  # the killed process's epochs count
     assert not list(partial.glob("*"))  # the state is removed once the checkpoint is written

@@ -96,14 +96,22 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     torch.manual_seed(cfg.sae.seed)
     base_sha = checkpoint.file_sha256(base.path)
     state = partial_state(cfg, base_sha, parts[0].name, base.model.recbole_class) if resumable else None
-    sae, history = fit_sae(x_train, x_valid, cfg.sae, on_epoch, state_path=state,
+    here: list[int] = []  # the epochs trained by this process (a resumed run trained the others before)
+
+    def epoch_done(epoch: int, record: dict) -> None:
+        here.append(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+
+    sae, history = fit_sae(x_train, x_valid, cfg.sae, epoch_done, state_path=state,
                            save_every_s=float(os.environ.get("POPSTEER_SAE_STATE_EVERY_S", 30)))
     report = sae_report(sae, x_valid)
     ev = base.evaluator("valid")
     with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
         report["valid_ndcg@10_sasrec"] = ev(x_valid.cpu(), base.item_emb)["ndcg@10"]
         report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
-    minutes = (time.perf_counter() - t0) / 60
+    earlier = sum(r["seconds"] for r in history if r["epoch"] not in here)  # epochs of the process(es) before
+    minutes = (time.perf_counter() - t0 + earlier) / 60
     out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, sae_stem(base.data.name, cfg.sae.k,
                                                                                     cfg.sae.scale, base.model.recbole_class))
     meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=base_sha,
