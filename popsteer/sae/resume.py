@@ -9,7 +9,7 @@ continued run is the uninterrupted one, bit for bit (tested on the in-memory row
 rows draw their windows from the same generator).
 
 safetensors for the tensors and JSON in its header for the rest: no pickle (torch.save would pickle
-the optimizer's dicts). Written to a temporary file and renamed. A state whose ``fingerprint`` (the
+the optimizer's dicts). Written to a temporary file and renamed (``atomic_path``). A state whose ``fingerprint`` (the
 SAE config and the input's shape) differs from the run's is ignored, with a warning.
 """
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from popsteer.util.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class TrainState:
 
 
 def save_state(path: Path, state: TrainState, fingerprint: dict) -> None:
-    """Write ``state`` atomically (``path`` + ``.tmp``, then renamed)."""
+    """Write ``state`` atomically (``popsteer.util.atomic.atomic_path``)."""
     tensors = {f"sae.{k}": v for k, v in state.sae.items()}
     tensors |= {f"best.{k}": v for k, v in (state.best or {}).items()}
     opt_state = {}
@@ -58,11 +59,9 @@ def save_state(path: Path, state: TrainState, fingerprint: dict) -> None:
               "best_epoch": state.best_epoch, "stale": state.stale, "history": state.history,
               "elapsed_s": state.elapsed_s, "has_best": state.best is not None, "opt_slots": opt_state,
               "param_groups": state.opt["param_groups"], "sched": state.sched}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"popsteer_sae_state": json.dumps(header)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"popsteer_sae_state": json.dumps(header)})
 
 
 def load_state(path: Path, fingerprint: dict, device: torch.device) -> TrainState | None:
