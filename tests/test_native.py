@@ -134,7 +134,7 @@ def test_build_is_cached(tmp_path):
     cache = tmp_path / "cache"
     first = _run(PROBE, POPSTEER_NATIVE_CACHE=str(cache))
     assert "available True" in first and "same True" in first and "built" in first
-    (lib,) = cache.glob("row_topk-*.so")
+    (lib,) = cache.glob("kernels-*.so")
     stamp = lib.stat().st_mtime_ns
     second = _run(PROBE, POPSTEER_NATIVE_CACHE=str(cache))
     assert "available True" in second and "built" not in second
@@ -145,7 +145,7 @@ def test_build_is_cached(tmp_path):
 def test_library_others_can_write_is_not_loaded(tmp_path):
     cache = tmp_path / "cache"
     assert "available True" in _run(PROBE, POPSTEER_NATIVE_CACHE=str(cache))
-    (lib,) = cache.glob("row_topk-*.so")
+    (lib,) = cache.glob("kernels-*.so")
     lib.chmod(0o666)  # anyone could have replaced it
     out = _run(PROBE, POPSTEER_NATIVE_CACHE=str(cache))
     assert "available False" in out and "writable by others" in out and "same True" in out

@@ -46,8 +46,10 @@ class SAEConfig:
     """Dead latents decoded by the AuxK loss; None: 2 * d."""
     seed: int = DEFAULT_SEED
     """Seeds the weight init and the batch shuffling."""
-    decode: Literal["dense", "sparse"] = "dense"
-    """dense: z @ W_dec; sparse: embedding_bag over the k kept latents (same result)."""
+    decode: Literal["dense", "sparse"] = "sparse"
+    """sparse: embedding_bag over the k kept latents, and on the CPU a training step with sparse gradients
+    (``popsteer.sae.sparse_step``); dense: z @ W_dec with autograd through the dense code, the reference's
+    literal computation. The same results up to float rounding."""
     time_budget_min: float | None = None
     """Stop training after this many minutes (the best epoch so far is kept)."""
     stream_buffer_rows: int = 1 << 20

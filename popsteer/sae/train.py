@@ -27,6 +27,7 @@ from torch import Tensor
 from popsteer.errors import PopSteerError
 from popsteer.util.progress import EpochLog, progress
 from popsteer.sae.model import SAEConfig, TopKSAE
+from popsteer.sae import sparse_step
 from popsteer.sae.resume import TrainState, load_state, save_state
 from popsteer.sae.stream import ParquetRows, TensorRows, batch_indices
 
@@ -58,13 +59,17 @@ def _train_epoch(
     fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
     loss_sum = fvu_sum = 0.0
     for xb in x.batches(sae.cfg.batch_size, gen):  # (B, d)
-        loss, f, _, z = sae.loss(xb, dead, k_aux)  # z: (B, n)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if sparse_step.applies(sae, xb):  # the same loss and gradients without the dense code
+            loss, f, _, fired_b = sparse_step.loss_and_grads(sae, xb, dead, k_aux)
+        else:
+            loss_t, f_t, _, z = sae.loss(xb, dead, k_aux)  # z: (B, n)
+            loss_t.backward()
+            loss, f, fired_b = loss_t.item(), f_t.item(), (z > 0).any(0)
         opt.step()
-        fired |= (z > 0).any(0)
-        loss_sum += loss.item() * len(xb)
-        fvu_sum += f.item() * len(xb)
+        fired |= fired_b
+        loss_sum += loss * len(xb)
+        fvu_sum += f * len(xb)
     return loss_sum / x.rows, fvu_sum / x.rows, fired
 
 

@@ -35,8 +35,8 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("row_topk.c")
-_SOURCE_TEXT = SOURCE.read_bytes()  # read with this module, so a build always matches the wrappers below
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("row_topk.c", "sparse_rows.c"))
+_SOURCE_TEXTS = tuple(p.read_bytes() for p in SOURCES)  # read with this module, so a build matches the wrappers
 FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second where the compiler lacks -march=native
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -67,21 +67,22 @@ def _check_private(lib: Path) -> None:
 
 
 def _build(cc: str) -> Path:
-    src = _SOURCE_TEXT
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(flags).encode(), _cpu_id().encode()])).hexdigest()[:16]
-        out = cache_dir() / f"row_topk-{key}.so"
+        parts = [*_SOURCE_TEXTS, cc.encode(), " ".join(flags).encode(), _cpu_id().encode()]
+        key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+        out = cache_dir() / f"kernels-{key}.so"
         if out.exists():
             _check_private(out)
             return out
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
-        c_file = tmp[:-3] + ".c"
+        c_files = [f"{tmp[:-3]}-{p.name}" for p in SOURCES]
         try:
-            Path(c_file).write_bytes(src)
-            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", c_file, "-o", tmp, "-lm"],
+            for c_file, text in zip(c_files, _SOURCE_TEXTS):
+                Path(c_file).write_bytes(text)
+            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", *c_files, "-o", tmp, "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.chmod(tmp, 0o755)  # whatever the umask: only this user may write it
@@ -90,7 +91,7 @@ def _build(cc: str) -> Path:
                 return out
             errors.append((proc.stderr.strip().splitlines() or ["no output"])[-1])
         finally:
-            for leftover in (tmp, c_file):
+            for leftover in (tmp, *c_files):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
     raise RuntimeError(f"{cc} failed: {errors[-1]}")
@@ -128,6 +129,10 @@ def _load() -> ctypes.CDLL | None:
                 fn.restype = None
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+                lib.popsteer_gather_dot_f32.restype = lib.popsteer_scatter_outer_f32.restype = None
+                lib.popsteer_gather_dot_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr]
+                lib.popsteer_scatter_outer_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr]
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 log.warning("native top-k unavailable (%s); scoring falls back to torch.topk", exc)
                 lib = None
