@@ -78,14 +78,18 @@ def _aux_top(h_dead: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def loss_and_grads(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int) -> tuple[float, float, float, Tensor]:
+def loss_and_grads(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int,
+                   scratch: Tensor | None = None) -> tuple[float, float, float, Tensor]:
     """Training loss FVU + AuxK / 2 on x (B, d), its gradients written to the parameters' ``.grad``.
 
-    Returns (loss, fvu, auxk, fired (n,) bool: latents with a value > 0 in this batch).
+    ``scratch``: a reused (>= B, n) fp32 buffer for h (a fresh (B, n) allocation costs as much as
+    half the forward product here). Returns (loss, fvu, auxk, fired (n,) bool: latents with a
+    value > 0 in this batch).
     """
     n = sae.n
     xc = (x - sae.b_dec).contiguous()  # (B, d)
-    h = torch.addmm(sae.b_enc, xc, sae.W_enc.t())  # (B, n)
+    out = None if scratch is None or scratch.shape[0] < len(x) else scratch[: len(x)]
+    h = torch.addmm(sae.b_enc, xc, sae.W_enc.t(), out=out)  # (B, n)
     v, i_top = _top(h, sae.k)  # (B, K), (B, K)
     x_hat = sae.decode_sparse(v, i_top)  # (B, d)
     total_var = (x - x.mean(0)).pow(2).sum()

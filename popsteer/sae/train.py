@@ -58,10 +58,13 @@ def _train_epoch(
     sae.train()
     fired = torch.zeros(sae.n, dtype=torch.bool, device=x.device)  # (n,)
     loss_sum = fvu_sum = 0.0
+    scratch = None  # h's buffer, reused by the sparse step
     for xb in x.batches(sae.cfg.batch_size, gen):  # (B, d)
         opt.zero_grad(set_to_none=True)
         if sparse_step.applies(sae, xb):  # the same loss and gradients without the dense code
-            loss, f, _, fired_b = sparse_step.loss_and_grads(sae, xb, dead, k_aux)
+            if scratch is None:
+                scratch = torch.empty((len(xb), sae.n))  # the first batch is the largest (stream.batch_sizes)
+            loss, f, _, fired_b = sparse_step.loss_and_grads(sae, xb, dead, k_aux, scratch)
         else:
             loss_t, f_t, _, z = sae.loss(xb, dead, k_aux)  # z: (B, n)
             loss_t.backward()
