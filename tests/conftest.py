@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import popsteer  # noqa: F401  before any test imports torch: sets OMP_WAIT_POLICY (popsteer/__init__.py)
+
 # Before any test imports ray (Ray reads it at import): every Ray address of this process on 127.0.0.1,
 # where the head of tests/services.py listens (.ci/run used to export it)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -177,3 +177,14 @@ def test_sae_topk_native_equals_torch_path(n, k):
         out.append((values.detach(), indices, leaf.grad))
     (v1, i1, g1), (v2, i2, g2) = out
     assert torch.equal(i1, i2) and torch.equal(v1, v2) and torch.equal(g1, g2)
+
+
+def test_importing_popsteer_sets_a_passive_omp_wait_unless_set():
+    """popsteer/__init__.py: torch's OpenMP threads sleep at barriers (bench/omp_wait.py), unless the user chose."""
+    code = "import os, popsteer; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
