@@ -33,6 +33,7 @@ def _sae(d: int, k: int, scale: int, seed: int, shift: float) -> TopKSAE:
     (0.6, 0.0, 32),    # many dead: rows with more positive dead latents than k_aux are ranked
     (0.6, 2.5, 32),    # mostly negative pre-activations: rows with fewer than K positives, padded AuxK picks
     (0.3, 1.0, 5),     # a small k_aux
+    (0.5, 50.0, 32),   # every pre-activation negative: no latent fires, AuxK decodes nothing (width 0)
 ])
 def test_loss_and_gradients_equal_autograd(dead_fraction, shift, k_aux):
     sae = _sae(16, 8, 8, seed=3, shift=shift)

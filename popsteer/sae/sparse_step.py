@@ -109,14 +109,17 @@ def loss_and_grads(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int,
         h_dead = h.index_select(1, dead_cols)  # (B, n_dead), columns in their order
         u, j_local = _aux_top(h_dead, min(k_aux, dead_cols.numel()))  # (B, w), (B, w)
         i_aux = dead_cols[j_local].contiguous()  # (B, w) latent ids
-        e_hat = sae.decode_sparse_nobias(u, i_aux)  # (B, d)
-        diff = e_hat + r  # e_hat - e with e = x - x_hat
-        auxk = scale * diff.pow(2).sum() / total_var
-        ge = (scale / total_var) * diff  # (B, d): d(auxk / 2) / d e_hat
-        gu = gather_dot(ge, sae.W_dec.data, i_aux).mul_(u > 0)  # (B, k')
-        scatter_outer(ge, u.contiguous(), i_aux, n, out=g_wdec)
-        scatter_outer(xc, gu, i_aux, n, out=g_wenc)
-        g_benc.index_add_(0, i_aux.flatten(), gu.flatten())
+        if i_aux.shape[1] == 0:  # no dead latent is positive in this batch: e_hat = 0, no AuxK gradient
+            auxk = scale * r.pow(2).sum() / total_var
+        else:
+            e_hat = sae.decode_sparse_nobias(u, i_aux)  # (B, d)
+            diff = e_hat + r  # e_hat - e with e = x - x_hat
+            auxk = scale * diff.pow(2).sum() / total_var
+            ge = (scale / total_var) * diff  # (B, d): d(auxk / 2) / d e_hat
+            gu = gather_dot(ge, sae.W_dec.data, i_aux).mul_(u > 0)  # (B, w)
+            scatter_outer(ge, u.contiguous(), i_aux, n, out=g_wdec)
+            scatter_outer(xc, gu, i_aux, n, out=g_wenc)
+            g_benc.index_add_(0, i_aux.flatten(), gu.flatten())
 
     g_bdec = gx.sum(0) - g_benc @ sae.W_enc  # (d,)
     for p, g in ((sae.W_enc, g_wenc), (sae.b_enc, g_benc), (sae.W_dec, g_wdec), (sae.b_dec, g_bdec)):
