@@ -200,3 +200,17 @@ def test_training_on_cuda_triton_matches_eager(monkeypatch):
         assert triton_record["valid_fvu"] == pytest.approx(eager_record["valid_fvu"], rel=1e-2)
         assert triton_record["dead_fraction"] == pytest.approx(eager_record["dead_fraction"], abs=0.01)
     assert hist_t[-1]["valid_fvu"] < 0.5 * hist_t[0]["valid_fvu"]
+
+
+def test_discarding_a_state_removes_the_temp_files_of_killed_writers(tmp_path):
+    from popsteer.sae.resume import discard_state
+
+    state = tmp_path / "SASRec_SAE-0123.safetensors"
+    state.write_bytes(b"state")
+    leftover = tmp_path / f".{state.name}.k2j4x9.tmp"  # what atomic_path leaves when its writer is SIGKILLed
+    leftover.write_bytes(b"half")
+    other = tmp_path / ".SASRec_SAE-4567.safetensors.a1b2c3.tmp"  # another run's, still writing
+    other.write_bytes(b"other")
+    discard_state(state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+    discard_state(state)  # nothing left to remove is fine

@@ -90,3 +90,11 @@ def load_state(path: Path, fingerprint: dict, device: torch.device) -> TrainStat
                       opt=opt, sched=header["sched"], gen=tensors["gen"], dead=tensors["dead"].to(device),
                       best_score=header["best_score"], best_epoch=header["best_epoch"], stale=header["stale"],
                       history=header["history"], elapsed_s=header["elapsed_s"])
+
+
+def discard_state(path: Path) -> None:
+    """Remove the state at ``path`` and the temp files of writers killed while writing it
+    (``atomic_path``'s ``.<name>.*.tmp``, which a SIGKILL leaves behind); other files stay."""
+    path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)

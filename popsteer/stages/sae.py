@@ -25,6 +25,7 @@ import torch
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.sae.io import sae_meta, save_sae
+from popsteer.sae.resume import discard_state
 from popsteer.sae.stream import ParquetRows
 from popsteer.sae.train import sae_report
 from popsteer.sae.train import train_sae as fit_sae
@@ -119,7 +120,7 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
                     history=history, train_minutes=minutes, extra=extra_meta, base_model=base.model.name)
     save_sae(out, sae.cpu(), meta)
     if state is not None:
-        state.unlink(missing_ok=True)
+        discard_state(state)
     log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
              report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],
              report["valid_ndcg@10_sasrec"], out)
