@@ -114,7 +114,11 @@ def _assert_spread(exp_dir: Path, doomed_id: str) -> None:
     from services import WORKER_RESOURCE, alive_nodes
 
     job_id = json.loads((exp_dir / "sweep_summary.json").read_text())["ray_job_id"]
-    alive = {n["node_id"]: WORKER_RESOURCE in n.get("resources_total", {}) for n in alive_nodes()}
+    for _ in range(60):  # the GCS marks a node whose raylet died dead only after its health checks fail
+        alive = {n["node_id"]: WORKER_RESOURCE in n.get("resources_total", {}) for n in alive_nodes()}
+        if doomed_id not in alive:
+            break
+        time.sleep(1.0)
     assert sorted(alive.values()) == [False, True], alive  # the head and the second node are left
     for _ in range(10):  # the state API answers from the GCS's actor table, which can lag a moment behind
         actors = list_actors(address=ray_address(), filters=[("job_id", "=", job_id)], detail=True, limit=1000,
