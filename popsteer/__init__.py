@@ -2,13 +2,15 @@
 
 Importing the package sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it,
 so that torch's OpenMP threads, once loaded after this, sleep at a barrier instead of spinning.
-This matters when another busy process shares the cores. Measured on 2 cores, with a second
-training job running at nice 19, over 3 SAE epochs on ml-100k:
+This matters when another busy process shares the cores, e.g. a second job started from another
+shell (the scheduler then shares the cores between the two sessions equally, whatever their nice
+values). Seconds per SAE epoch on 2 cores, each case a fresh process, the second job an ml-100k
+SASRec training in its own session:
 
-| OMP_WAIT_POLICY | alone | with the second job |
+| OMP_WAIT_POLICY | alone | beside the second job |
 |---|---|---|
-| default | 1.14 s an epoch | 15 s an epoch |
-| PASSIVE | 1.14 s an epoch | 1.6 s an epoch |
+| default | 1.75 | 17.53 |
+| PASSIVE | 1.80 | 2.30 |
 
 (``bench/omp_wait.py``). It has no effect when torch was imported before popsteer: libgomp reads
 the variable when it is loaded.

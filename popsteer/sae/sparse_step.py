@@ -35,19 +35,13 @@ from torch import Tensor
 from popsteer.kernels import native
 from popsteer.kernels.native.rows import gather_dot, scatter_outer
 from popsteer.sae.model import TopKSAE
-from popsteer.sae.topk import relu
+from popsteer.sae.topk import topk_relu_sparse
 
 
 def applies(sae: TopKSAE, x: Tensor) -> bool:
     """Whether the sparse step trains this SAE on x: sparse decode, fp32 CPU, native kernels built."""
     return (sae.cfg.decode == "sparse" and x.device.type == "cpu" and x.dtype == torch.float32
             and sae.W_enc.dtype == torch.float32 and native.available())
-
-
-def _top(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(values, indices) (B, k) of TopK(ReLU(h)): the order of ``topk_relu_sparse``."""
-    idx = native.kernel_topk(h, k, relu=True)[1]  # (B, k)
-    return relu(h.gather(1, idx)), idx
 
 
 def _aux_top(h_dead: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -73,7 +67,7 @@ def _aux_top(h_dead: Tensor, k: int) -> tuple[Tensor, Tensor]:
     values[rows, slot] = h_dead[rows, where]
     over = (count > k).nonzero().squeeze(1)  # rows whose positives outnumber k: rank them
     if over.numel():
-        values[over], cols[over] = _top(h_dead.index_select(0, over).contiguous(), k)
+        values[over], cols[over] = topk_relu_sparse(h_dead.index_select(0, over), k)
     return values, cols
 
 
@@ -90,7 +84,7 @@ def loss_and_grads(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int,
     xc = (x - sae.b_dec).contiguous()  # (B, d)
     out = None if scratch is None or scratch.shape[0] < len(x) else scratch[: len(x)]
     h = torch.addmm(sae.b_enc, xc, sae.W_enc.t(), out=out)  # (B, n)
-    v, i_top = _top(h, sae.k)  # (B, K), (B, K)
+    v, i_top = topk_relu_sparse(h, sae.k)  # (B, K), (B, K): the SAE's own TopK (ReLU) order
     x_hat = sae.decode_sparse(v, i_top)  # (B, d)
     total_var = (x - x.mean(0)).pow(2).sum()
     r = x_hat - x  # (B, d)
