@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=$(realpath "${POPSTEER_SHARED_DATASETS:-../shared/datasets}")
-OUT=${OUT:-runs/reproduce}
+OUT=${OUT:-${POPSTEER_RUNS:-$HOME/popsteer-runs/reproduce}}  # outside the checkout: it outlives a fresh checkout
 PIPELINES=${PIPELINES:-"lastfm:sasrec:ours lastfm:sasrec:authors ml-1m:sasrec:authors ml-1m:sasrec:ours
   beauty:sasrec:ours beauty:gru4rec:ours sports:sasrec:ours sports:gru4rec:ours ml-1m:lightgcn:ours
   ml-1m:sasrec:sweep"}
