@@ -12,6 +12,12 @@
 # with patience 20 that never fires before epoch 50). The wall time of every step that ran is appended
 # to $OUT/walltimes.tsv (step, seconds, finished at).
 #
+# Runs go to $OUT (POPSTEER_RUNS, default ~/popsteer-runs/reproduce: outside the checkout, so a fresh
+# checkout keeps them). Each pipeline ends with its own report section in
+# $SECTIONS/<dataset>-<model>-<origin>/ (default docs/results: commit it as soon as it is written); a
+# pipeline whose section is already there is skipped, so after a lost run folder only the sections not
+# yet committed run again. docs/RESULTS.md is then assembled from the sections.
+#
 #   POPSTEER_SHARED_DATASETS=../shared/datasets bash scripts/reproduce.sh
 #   PIPELINES="lastfm:sasrec:ours" SAE_MIN=5 bash scripts/reproduce.sh   # one pipeline, a shorter SAE
 #   REPORT=none ...                                                       # the runs only, no report
@@ -27,10 +33,11 @@ PIPELINES=${PIPELINES:-"lastfm:sasrec:ours lastfm:sasrec:authors ml-1m:sasrec:au
 REC_MIN=${REC_MIN:-${SASREC_MIN:-30}}
 SAE_ARGS=${SAE_MIN:+--time-budget-min $SAE_MIN}
 REPORT=${REPORT:-docs/RESULTS.md}
+SECTIONS=${SECTIONS:-docs/results}
 PS=${PS:-.venv/bin/popsteer}
 PY=${PY:-.venv/bin/python}
 DATA="$OUT/data"
-mkdir -p "$OUT"
+mkdir -p "$OUT/reports"
 
 timed() {  # timed STEP CMD...: run CMD, then append "STEP <tab> seconds <tab> finished at" to walltimes.tsv
   local step=$1 t0
@@ -92,9 +99,13 @@ sweep_sae() {  # the best SAE of the ML-1M K x s sweep on the platform, on our M
     "$summary"
 }
 
-saes=()
 for p in $PIPELINES; do
   IFS=: read -r ds model origin <<<"$p"
+  slug="$ds-$model-$([ "$origin" = sweep ] && echo sweep-reproduce_ml1m || echo "$origin")"
+  if [ -f "$SECTIONS/$slug/section.json" ]; then
+    echo "reproduce: $slug: section already in $SECTIONS, skipped" >&2
+    continue
+  fi
   prepare_data "$ds"
   if [ "$origin" = sweep ]; then
     sae=$(sweep_sae "$(recommender "$ds" "$model" ours "$OUT/$ds-$model-ours")")
@@ -110,7 +121,7 @@ for p in $PIPELINES; do
   fi
   [ -f "$DATA/$ds/analysis/$(basename "$sae" .safetensors)/analysis.json" ] ||
     timed "$p/analysis" $PS analyze -p "$sae" --data-dir "$DATA"
-  saes+=(-p "$sae")
+  [ "$REPORT" = none ] || timed "$p/report" $PS report -p "$sae" --out "$OUT/reports/$slug.md" --sections "$SECTIONS" \
+    --walltimes "$OUT/walltimes.tsv" --shared-dir "$SHARED" --data-dir "$DATA" ${REPORT_ARGS:-}
 done
-[ "$REPORT" = none ] || timed report $PS report "${saes[@]}" --out "$REPORT" --shared-dir "$SHARED" --data-dir "$DATA" \
-  ${REPORT_ARGS:-}
+[ "$REPORT" = none ] || $PS report --assemble "$SECTIONS" --out "$REPORT"

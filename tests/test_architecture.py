@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "popsteer"
 
-LAYERS = ["errors", "util", "kernels", "data", "eval", "models", "sae", "steering", "baselines", "report", "stages",
+LAYERS = ["errors", "util", "kernels", "data", "eval", "models", "sae", "steering", "baselines", "report", "browse", "stages",
           "platform", "app"]
 """Bottom to top: a module may import its own layer and the ones below it, never one above."""
 ENTRY_POINTS = {"__init__", "__main__", "sweep"}

@@ -272,6 +272,18 @@ def test_mlflow_ui_shows_sweep_parent_children_params_metrics_and_pareto_plot(sm
             page.screenshot(path=str(plot_png), full_page=True)
             page.close()
 
+            # the best trial's neuron browser (popsteer browse, built by the steering stage) among its run's artifacts
+            listed = [a.path for a in client.list_artifacts(best.info.run_id, "neuron_browser")]
+            assert "neuron_browser/index.html" in listed, listed
+            page = browser.new_page(viewport={"width": 1700, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{uri}/#/experiments/{exp_id}/runs/{best.info.run_id}/artifacts?workflowType=machine_learning")
+            page.get_by_text("neuron_browser", exact=True).click()
+            page.get_by_text("index.html", exact=True).wait_for()
+            _close_assistant(page)
+            page.screenshot(path=str(ARTIFACTS / "mlflow_neuron_browser.png"), full_page=True)
+            page.close()
+
             # the compare view of three grid points (the pick first, where there is one) and the recommender
             _check_compare_view(browser, uri, exp_id, compared, compare_png)
         finally:

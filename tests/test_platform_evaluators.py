@@ -85,17 +85,18 @@ def test_killed_evaluator_loses_and_duplicates_no_shard(ray_session, steering_se
     # 120 points: shards long enough that the killed actor still has queued shards when it dies
     cfg = _grid(ref, (8, 16, 32, 64, 128), [0.25 * i for i in range(1, 25)])
     want = steering_grid(cfg, write=False, data=ml100k_small)
-    pool = EvaluatorPool(2, num_cpus=0.5, shards_per_evaluator=4)
-    first_pids = set(pool.pids())
     killed, seen = [], []
 
-    def kill_first(i, out):  # SIGKILL the evaluator that answered first, while its queue is full
-        seen.append(i)
-        if not killed:
-            killed.append(out["pid"])
-            os.kill(out["pid"], signal.SIGKILL)
+    class KillingPool(EvaluatorPool):
+        def received(self, i, out):  # SIGKILL the evaluator that answered first, while its queue is full
+            super().received(i, out)
+            seen.append(i)
+            if not killed:
+                killed.append(out["pid"])
+                os.kill(out["pid"], signal.SIGKILL)
 
-    pool.on_result = kill_first
+    pool = KillingPool(2, num_cpus=0.5, shards_per_evaluator=4)
+    first_pids = set(pool.pids())
     try:
         got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool)
         later_pids = set(pool.pids())
@@ -200,3 +201,38 @@ def test_actor_grid_equals_single_process_for_the_variants(ray_session, steering
         assert _same({k: v for k, v in zero.items() if k not in ("num_neurons", "alpha", "alpha_unpop")},
                      got.baselines[split]["sasrec"])
         assert not _same(got.baselines[split]["sae"], got.baselines[split]["sasrec"])
+
+
+def test_learned_steering_as_tune_trials_equals_the_single_process_grid(ray_session, steering_setup, ml100k_small,
+                                                                         tmp_path):
+    """Learned steering on the platform: one Ray Tune trial per lam fits the deltas on workers and the
+    evaluator actors score them; the deltas are the same bits and the rows the single-process rows."""
+    import torch
+
+    from popsteer.platform.evaluators import EvaluatorPool
+    from popsteer.platform.learned import TuneFitter
+    from popsteer.stages.config import GridConfig, GridStageConfig, LearnedConfig
+    from popsteer.stages.context import load_sae_context
+    from popsteer.stages.grid import steering_grid
+    from popsteer.stages.learned import LocalFitter
+
+    ref, _ = steering_setup
+    learned = LearnedConfig(lambdas=[0.3, 3.0], steps=25, batch_size=256)
+    cfg = GridStageConfig(ref, GridConfig(variant="learned", learned=learned))
+    want = steering_grid(cfg, write=False, data=ml100k_small)  # fitted here, not kept (write=False)
+    ctx = load_sae_context(ref, ml100k_small)
+    local = LocalFitter().fit(ctx, learned, learned.lambdas, None)
+    fitter = TuneFitter(ref, tmp_path / "storage", "learned-test", tmp_path / "experiment", cpus=0.5)
+    remote = fitter.fit(ctx, learned, learned.lambdas, None)
+    for a, b in zip(local, remote):
+        assert a["lam"] == b["lam"] and torch.equal(torch.as_tensor(a["delta"]), torch.as_tensor(b["delta"]))
+    pool = EvaluatorPool(2, num_cpus=0.5)
+    try:
+        got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool, fitter=fitter)
+    finally:
+        pool.shutdown()
+    assert [p.params() for p in got.points] == [{"lam": 0.3}, {"lam": 3.0}]
+    for split in ("valid", "test"):
+        for g, w in zip(got.rows[split], want.rows[split]):
+            assert _same(g, w), (split, g, w)
+    assert got.rows["valid"][1]["gini@10"] < got.baselines["valid"]["sasrec"]["gini@10"]

@@ -16,11 +16,12 @@ from cli_util import error_lines, run_cli
 BASELINE_NAMES = {"ipr": "IPR", "fair": "FA*IR", "pct": "PCT", "random": "Random top-m", "ppd": "PPD",
                   "spree": "SPREE-like", "pmmf": "P-MMF"}
 VARIANTS = {"popsteer": "PopSteer (tuned)", "popsteer_preserve": "PopSteer error-preserving (tuned)",
-            "popsteer_2d": "PopSteer α_pop × α_unpop (tuned)"}
+            "popsteer_2d": "PopSteer α_pop × α_unpop (tuned)", "popsteer_learned": "PopSteer learned (tuned)"}
 METHODS = ["SASRec", "SASRec + SAE (unsteered)", "PopSteer (defaults)", *VARIANTS.values(),
            *(f"{label} (tuned)" for label in BASELINE_NAMES.values())]
 SECTIONS = ["# PopSteer results", "## ml-100k", "### Test results", "### Popularity-bias metrics", "### Significance",
             "### Hypervolume", "### Error-preserving steering", "### Separate strengths (α_pop × α_unpop)",
+            "### Learned steering", "### Serving setting (top-m candidates)", "### Oracle bound of query shifts",
             "### Accuracy-fairness trade-off",
             "### PopSteer sweeps", "### Popularity neurons", "### Fidelity to the authors' artifacts", "### Summary",
             "## Closing note"]
@@ -67,7 +68,7 @@ def report(workdir, sae_ckpt, shared):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
         proc = run_cli(["report", "-p", str(sae_ckpt), "--out", "docs/RESULTS.md", "--tiny",
-                        "--shared-dir", str(shared), "--mlflow"], workdir, seed=False)
+                        "--shared-dir", str(shared), "--mlflow", "--sections", "docs/results"], workdir, seed=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     return out, (workdir / "docs" / "RESULTS.md").read_text()
@@ -154,7 +155,7 @@ def test_bias_metrics_significance_and_hypervolume_tables(report):
         assert lo <= est <= hi
     hv = table_rows(text, "### Hypervolume")
     hv = table_rows(text, "higher is better.")
-    assert len(hv) == 3 + len(BASELINE_NAMES)
+    assert len(hv) == len(VARIANTS) + len(BASELINE_NAMES)
     assert all(float(r[1]) >= 0 and float(r[2]) >= 0 for r in hv)
     assert "alpha = 0 is SASRec exactly" in text and "α_pop=" in text
 
@@ -251,3 +252,35 @@ def test_hand_written_tail_survives_a_rewrite(tmp_path):
     assert tail.lstrip().startswith(BY_HAND) and "## By hand\n\nfigures" in tail and "old generated" not in tail
     out.write_text("# no marker\n")
     assert kept_by_hand(out) == ""
+
+
+def test_serving_setting_and_oracle(report):
+    """m = 100 and 500: restricted re-rankers, query-side methods with their own query, learned steering +
+    P-MMF on the steered top-m; the oracle's P-MMF points and how much of P-MMF's lists it recovers."""
+    _, text = report
+    rows = {r[0].replace("\\*", "*"): r[1:] for r in table_rows(text, "the same reference point as the full ranking:")}
+    assert rows["PopSteer learned + P-MMF (steered top-m)"][0] == "steered top-m"
+    assert rows["P-MMF"][0] == "base top-m" and rows["PPD"][0] == "own query"
+    assert rows["PopSteer learned (tuned)"][1] == rows["PopSteer learned (tuned)"][2]  # its own lists at any m
+    assert all(float(v) >= 0 for r in rows.values() for v in r[1:])
+    oracle = table_rows(text, "of P-MMF's items recovered.")
+    assert oracle and all(0 <= float(r[5].rstrip("%")) <= 100 for r in oracle)
+    assert "Serving setting, retrieval returns the top-100" in text and "Oracle bound (each test user" in text
+
+
+def test_sections_on_their_own_and_assembled(workdir, report):
+    """--sections writes one folder per section with its section.json; --assemble builds the report from the
+    folders alone, with the same Findings and no machine paths."""
+    folder = workdir / "docs" / "results" / "ml-100k-sasrec-ours"
+    rec = json.loads((folder / "section.json").read_text())
+    assert {"section.md", "tradeoff.png", "grids.csv", "section.json"} <= {p.name for p in folder.iterdir()}
+    assert rec["sae"]["epochs"] == 3 and len(rec["checkpoints"]["sae"]["sha256"]) == 64 and rec["slug"] == folder.name
+    assert set(rec["methods"]) >= {"popsteer", "popsteer_learned", "pmmf"} and set(rec["serving"]) == {"100", "500"}
+    proc = run_cli(["report", "--assemble", "docs/results", "--out", "docs/ASSEMBLED.md"], workdir, seed=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assembled = (workdir / "docs" / "ASSEMBLED.md").read_text()
+    _, text = report
+    findings = lambda t: t.split("## Findings", 1)[1].split("\n## ", 1)[0]  # noqa: E731
+    assert findings(assembled) == findings(text)
+    assert "](results/ml-100k-sasrec-ours/tradeoff.png)" in assembled and "## How each section was made" in assembled
+    assert str(workdir) not in assembled and "/tmp/" not in assembled

@@ -137,6 +137,21 @@ def test_training_on_low_rank_data():
     assert report["cosine"] > 0.9 and 0.0 <= report["dead_fraction"] < 1.0
 
 
+AUXK_WEIGHT = 1 / 32
+"""The reference's validation loss: FVU + AuxK / 32 (docs/METHOD.md §2); early stopping and the LR schedule use it."""
+
+
+def test_validation_loss_weighs_auxk_by_one_32nd():
+    x = _low_rank(600)
+    cfg = SAEConfig(k=2, scale=16, batch_size=128, max_epochs=4, min_epochs=4)  # most latents never fire: dead
+    _, history = train_sae(x[:500], x[500:], cfg)
+    assert any(r["valid_auxk"] > 0.01 for r in history)  # the AuxK term counts
+    for r in history:
+        assert r["valid_loss"] == r["valid_fvu"] + r["valid_auxk"] * AUXK_WEIGHT, r
+    later = [r for r in history if r["valid_auxk"] > 0.01]
+    assert any(r["valid_loss"] != pytest.approx(r["valid_fvu"] + r["valid_auxk"] / 16, rel=1e-6) for r in later)
+
+
 def test_training_is_deterministic():
     x = _low_rank(300, d=8)
     cfg = SAEConfig(k=4, scale=2, batch_size=64, max_epochs=3, min_epochs=1)

@@ -18,7 +18,9 @@ from popsteer.errors import PopSteerError
 from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
-from popsteer.util.logs import setup_logging
+from popsteer.stages import config_browse as B
+from popsteer.util.env import check_environment
+from popsteer.util.logs import begin_work, drop_held, setup_logging
 
 
 WHERE = [Flag("where.data_dir", ("--data-dir", "--data_dir")), Flag("where.out_dir", ("--out-dir", "--out_dir"))]
@@ -60,9 +62,12 @@ COMMANDS: dict[str, Command] = {
                      commands.steer, "evaluate SASRec, the SAE and the steered SAE side by side"),
     "tune-steering": Command(C.GridStageConfig, [*SAE_REF, Flag("grid.ns"), Flag("grid.alphas"),
                                                  Flag("grid.swap_sigma", SWAP), Flag("grid.max_ndcg_drop"),
-                                                 Flag("grid.variant", choices=("replace", "preserve")),
-                                                 Flag("grid.alpha_unpops")],
-                             commands.tune_steering, "pick N and alpha on validation, report on test"),
+                                                 Flag("grid.variant", choices=("replace", "preserve", "learned")),
+                                                 Flag("grid.alpha_unpops"),
+                                                 *(Flag(f"grid.learned.{name}", (f"--learned-{name.replace('_', '-')}",))
+                                                   for name in ("lambdas", "tau", "steps", "batch_size", "lr", "l1",
+                                                                "init", "seed"))],
+                             commands.tune_steering, "pick the steering point on validation, report on test"),
     "evaluate": Command(R.EvaluateConfig, [Flag("path", P), Flag("split", choices=C.SPLITS), *WHERE],
                         commands.evaluate, "score a recommender or SAE checkpoint on a split"),
     "import-checkpoint": Command(C.ImportConfig, [Flag("path", positional=True), Flag("dataset"),
@@ -83,8 +88,13 @@ COMMANDS: dict[str, Command] = {
         Flag("saes", ("-p", "--pretrained_path", "--pretrained-path"), action="append",
              help="An analysed SAE checkpoint; repeat for one section per dataset."),
         Flag("out"), Flag("tiny"), Flag("shared_dir", ("--shared-dir",)), Flag("seed"), Flag("swap_sigma", SWAP),
-        Flag("mlflow"), Flag("resamples"), *WHERE], commands.report,
+        Flag("mlflow"), Flag("resamples"), Flag("oracle", choices=("auto", "on", "off")),
+        Flag("sections"), Flag("assemble"), Flag("walltimes"), *WHERE], commands.report,
         "results report: SASRec, PopSteer and the tuned re-ranking baselines on test"),
+    "browse": Command(B.BrowseConfig, [*SAE_REF, Flag("site", ("--out",)), Flag("tags"), Flag("shared_dir", ("--shared-dir",)),
+                                       Flag("pages"), Flag("users"), Flag("seed"), Flag("fdr"),
+                                       Flag("min_tag_items"), Flag("mlflow")], commands.browse,
+                      "a static neuron browser of an analysed SAE (opens from disk, no network)"),
 }
 
 
@@ -107,11 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(args: argparse.Namespace) -> int:
     command = COMMANDS.get(args.cmd)
     if command is not None:
+        from popsteer.app.outputs import check_outputs
         from popsteer.sae.topk import triton_flag
 
+        check_environment()
         triton_flag()  # a bad environment is refused before any work
-        result = command.run(config_from(command.config, args, command.flags))
+        cfg = config_from(command.config, args, command.flags)
+        check_outputs(cfg)  # every output folder: a folder, writable, with room, before any stage runs
+        result = command.run(cfg)
     else:
+        check_environment()
         result = commands.run_plain(args)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
@@ -119,15 +134,19 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(getattr(args, "verbose", False))
+    setup_logging(getattr(args, "verbose", False), defer=True)  # held until the first long step (util.progress)
     try:
         return dispatch(args)
     except PopSteerError as exc:
+        drop_held()  # a refused run prints its one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        begin_work()
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        begin_work()  # a run without a long step shows its lines at its end
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
+from popsteer.stages import config_browse as B
 
 
 def train_recommender(cfg: C.RecommenderConfig) -> dict:
@@ -70,6 +71,12 @@ def report(cfg: R.ReportConfig) -> dict:
     return run(cfg)
 
 
+def browse(cfg: B.BrowseConfig) -> dict:
+    from popsteer.stages.browse import browse as run
+
+    return run(cfg)
+
+
 # ------------------------------------------------------------------ plain commands (no stage config)
 
 
@@ -112,6 +119,10 @@ def add_plain_commands(sub, where_flags, parser_class) -> None:
 
 
 def run_plain(args: argparse.Namespace) -> dict | None:
+    from popsteer.util.writable import check_folder
+
+    if args.cmd == "data":
+        check_folder("--data-dir", args.data_dir)  # before any download or conversion
     if args.cmd == "status":
         from popsteer.app.status import status_text
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
+from popsteer.errors import PopSteerError
 from popsteer.util.configs import choices_of, field_docs
 
 MISSING = dataclasses.MISSING
@@ -129,8 +131,35 @@ def _value(ns: argparse.Namespace, flag: Flag) -> Any:
     return getattr(ns, flag.path.rsplit(".", 1)[-1] if flag.positional else flag.dest)
 
 
+_DOTTED = re.compile(r"(?<![\w./-])[a-z_]+(?:\.[a-z_]+)+(?![\w/-])")
+"""A dotted config key in a message (``stages.steering.ns``), not a file name (no digits, dashes or slashes)."""
+
+
+def flag_names_in(message: str, flags: list[Flag]) -> str:
+    """``message`` with each dotted config key that a flag sets named by that flag instead (``--ns``)."""
+    by_field = {f.path.rsplit(".", 1)[-1]: f for f in flags if not f.positional}
+    by_path = {f.path: f for f in flags if not f.positional}
+
+    def name(match: re.Match) -> str:
+        key = match.group(0)
+        flag = by_path.get(key) or by_field.get(key.rsplit(".", 1)[-1])
+        return flag.flag_names()[0] if flag else key
+
+    return _DOTTED.sub(name, message)
+
+
 def config_from(cls: type, ns: argparse.Namespace, flags: list[Flag], prefix: str = "") -> Any:
-    """Build ``cls`` from parsed arguments: flagged fields from ``ns``, the rest their defaults."""
+    """Build ``cls`` from parsed arguments: flagged fields from ``ns``, the rest their defaults; a refused value
+    is reported with its flag's name (``flag_names_in``)."""
+    if prefix:
+        return _config_from(cls, ns, flags, prefix)
+    try:
+        return _config_from(cls, ns, flags, prefix)
+    except PopSteerError as exc:
+        raise PopSteerError(flag_names_in(str(exc), flags)) from None
+
+
+def _config_from(cls: type, ns: argparse.Namespace, flags: list[Flag], prefix: str = "") -> Any:
     given = {f.path: f for f in flags}
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -141,5 +170,5 @@ def config_from(cls: type, ns: argparse.Namespace, flags: list[Flag], prefix: st
                 continue
             kwargs[f.name] = value
         elif any(p.startswith(path + ".") for p in given):
-            kwargs[f.name] = config_from(_hints(cls)[f.name], ns, flags, path + ".")
+            kwargs[f.name] = _config_from(_hints(cls)[f.name], ns, flags, path + ".")
     return cls(**kwargs)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from popsteer.util import checkpoint
 from popsteer.errors import PopSteerError
 from popsteer.models.registry import get_model, model_of
+from popsteer.steering.results import read_summary
 
 
 REPORT_PATTERNS = ("analysis.json", "cohens_d.csv", "row_stats_*.csv", "neuron_top_items.csv",
@@ -51,7 +53,10 @@ def human_size(n: int) -> str:
 
 
 def _mtime(path: Path) -> str:
-    return _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    try:
+        return _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    except (OSError, ValueError, OverflowError):
+        return UNKNOWN
 
 
 def _date(created: object, path: Path) -> str:
@@ -66,7 +71,24 @@ def _fmt(value: object, spec: str = ".4f") -> str:
 
 
 def _row(kind: str, dataset: str, path: Path, info: str, created: object = None) -> Row:
-    return Row(kind, dataset, path, path.stat().st_size, _date(created, path), info)
+    try:
+        size = path.stat().st_size
+    except OSError:  # a dangling link, a file removed meanwhile
+        size = 0
+    return Row(kind, dataset, path, size, _date(created, path), info)
+
+
+def _unreadable(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"unreadable: {text if isinstance(exc, PopSteerError) else f'{type(exc).__name__}: {text}'}"[:200]
+
+
+def _describe(path: Path, fn) -> str:
+    """``fn(path)``, or the reason it failed: one odd file is listed as unreadable, never raised."""
+    try:
+        return fn(path)
+    except Exception as exc:  # noqa: BLE001 (status lists whatever is there)
+        return _unreadable(exc)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -99,14 +121,15 @@ def checkpoints(out_dir: Path, dataset: str | None = None) -> list[Row]:
     rows = []
     for path in sorted(out_dir.glob("*.safetensors")) if out_dir.is_dir() else []:
         try:
-            meta = checkpoint.read_meta(path)
-        except (PopSteerError, OSError) as exc:
-            rows.append(_row(UNKNOWN, UNKNOWN, path, f"unreadable: {exc}"))
+            meta = checkpoint.read_meta(path)  # checked against the header's schema
+        except Exception as exc:  # noqa: BLE001 (status lists whatever is there)
+            rows.append(_row(UNKNOWN, UNKNOWN, path, _unreadable(exc)))
             continue
         if dataset and meta.get("dataset") != dataset:
             continue
         kind = KIND_LABELS.get(meta.get("kind"), str(meta.get("kind")))
-        rows.append(_row(kind, str(meta.get("dataset", UNKNOWN)), path, checkpoint_info(meta), meta.get("created")))
+        rows.append(_row(kind, str(meta.get("dataset", UNKNOWN)), path, _describe(meta, checkpoint_info),
+                         meta.get("created")))
     return rows
 
 
@@ -122,7 +145,7 @@ def report_info(path: Path) -> str:
     """A one-line summary of an analysis or steering report (ValueError/OSError when unreadable)."""
     name = path.name
     if name == "analysis.json":
-        s = json.loads(path.read_text())
+        s = read_summary(path)
         return (f"{s['n_positive']} of {s['n_neurons']} neurons d > 0, median |d| {_fmt(s['median_abs_d'], '.3f')}, "
                 f"SAE {Path(str(s.get('sae_checkpoint', UNKNOWN))).name}")
     rows = _csv_rows(path)
@@ -155,11 +178,7 @@ def reports(data_dir: Path, dataset: str | None = None) -> list[Row]:
         for path in files:
             kind = "analysis" if path.name in ("analysis.json", "cohens_d.csv", "neuron_top_items.csv") \
                 or path.name.startswith("row_stats") else "steering"
-            try:
-                info = report_info(path)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                info = f"unreadable: {type(exc).__name__}: {exc}"
-            rows.append(_row(kind, name, path, info))
+            rows.append(_row(kind, name, path, _describe(path, report_info)))
     return rows
 
 
@@ -212,13 +231,13 @@ def last_sweep(out_dir: Path, dataset: str | None = None) -> Row | None:
         marker = folder / "sweep_summary.json"
         if not marker.exists():
             marker = folder / "stages"
-        if marker.exists() and (not dataset or sweep_dataset(folder) in (dataset, UNKNOWN)):
-            found.append((marker.stat().st_mtime, folder, marker))
+        if marker.exists() and (not dataset or _describe(folder, sweep_dataset) in (dataset, UNKNOWN)):
+            found.append((marker.stat().st_mtime, str(folder), folder, marker))
     if not found:
         return None
-    _, folder, marker = max(found)
-    return Row("sweep", sweep_dataset(folder), folder, marker.stat().st_size if marker.is_file() else 0,
-               _mtime(marker), sweep_info(folder))
+    _, _, folder, marker = max(found)
+    row = _row("sweep", _describe(folder, sweep_dataset), folder, _describe(folder, sweep_info))
+    return dataclasses.replace(row, size=row.size if marker.is_file() else 0, date=_mtime(marker))
 
 
 # ------------------------------------------------------------------ the table

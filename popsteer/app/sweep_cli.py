@@ -15,7 +15,8 @@ from popsteer.app.cli import _Parser
 from popsteer.errors import PopSteerError
 from popsteer.platform.sweep_file import load_spec
 from popsteer.platform.sweep import STAGES, SweepInterrupted, _json_default, run_sweep
-from popsteer.util.logs import setup_logging
+from popsteer.util.env import check_environment
+from popsteer.util.logs import begin_work, drop_held, setup_logging
 
 
 def build_parser(prog: str = "python -m popsteer.sweep", several: bool = False) -> argparse.ArgumentParser:
@@ -48,14 +49,16 @@ def brief(summary: dict) -> dict:
 
 def main(argv: list[str] | None = None, prog: str = "python -m popsteer.sweep", several: bool = False) -> int:
     args = build_parser(prog, several).parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, defer=True)  # shown once the sweep file is accepted
     # a snapshot per finished trial is what resuming wants; Tune would warn about it on short trials
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     first, last = (args.only, args.only) if args.only else (args.first, args.last)
     errors = 0
     try:
+        check_environment()
         for path in args.specs if several else [args.spec]:
             spec = load_spec(path, args.overrides)
+            begin_work()
             if args.dry_run:
                 print(json.dumps(spec.to_dict(), indent=2))
                 continue
@@ -63,9 +66,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m popsteer.sweep", 
             print(json.dumps(brief(summary), indent=2, default=_json_default), flush=True)
             errors += (summary["sweep"] or {}).get("errors") or 0
     except PopSteerError as exc:
+        drop_held()
         print(f"error: {exc}", file=sys.stderr)
         return 130 if isinstance(exc, SweepInterrupted) else 2
     except KeyboardInterrupt:
+        begin_work()
         print("error: interrupted (run the same command again to resume)", file=sys.stderr)
         return 130
+    finally:
+        begin_work()
     return 1 if errors else 0

@@ -99,6 +99,9 @@ class Baseline:
     (``popsteer.baselines.extension``). None: the grid cannot be extended."""
     stateful: bool = False
     """``rerank`` takes ``state=`` and returns ``(ids, state)``, carried across user batches (P-MMF)."""
+    query_side: bool = False
+    """The method moves the user's query vector (PPD, SPREE): in the serving setting it retrieves with its own
+    query, as steering does, instead of re-ranking the base model's top-m (``ScoredSplit.top_m``)."""
 
     def describe(self, params: dict) -> str:
         return ", ".join(f"{self.symbols.get(k, k)}={v:g}" for k, v in params.items())

@@ -91,5 +91,6 @@ def spree_rerank(scores: torch.Tensor, ctx: RerankContext, k: int, beta: float) 
     return _shift(scores, ctx, beta * ctx.xu_std * ctx.history[:, 0], k)
 
 
-PPD = Baseline("ppd", "PPD", ppd_rerank, PPD_GRID, {"lam": "λ"}, extend=grow("lam", 2.0, CAP))
-SPREE = Baseline("spree", "SPREE-like", spree_rerank, SPREE_GRID, {"beta": "β"}, extend=grow("beta", 2.0, CAP))
+PPD = Baseline("ppd", "PPD", ppd_rerank, PPD_GRID, {"lam": "λ"}, extend=grow("lam", 2.0, CAP), query_side=True)
+SPREE = Baseline("spree", "SPREE-like", spree_rerank, SPREE_GRID, {"beta": "β"}, extend=grow("beta", 2.0, CAP),
+                 query_side=True)

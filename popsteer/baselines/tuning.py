@@ -20,6 +20,7 @@ from popsteer.baselines.common import Baseline, RerankContext, split_context
 from popsteer.baselines.direction import with_direction
 from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator, full_scores
+from popsteer.kernels.native import row_topk
 from popsteer.eval.tradeoff import pick_with_fallback, tradeoff
 from popsteer.util.progress import progress
 
@@ -41,6 +42,9 @@ class ScoredSplit:
     item_emb: torch.Tensor  # (n_items, d), row 0 = padding
     evaluator: Evaluator
     ctx: RerankContext
+    top_m: int | None = None
+    """The serving setting: a re-ranker sees only the top-m items of x's own scores (the candidates a
+    retrieval stage returns); every other item is -inf to it. None: the full ranking."""
 
     @classmethod
     def of(cls, x: torch.Tensor, item_emb: torch.Tensor, evaluator: Evaluator, data: SequenceData,
@@ -50,6 +54,18 @@ class ScoredSplit:
         if direction is not None:
             ctx = with_direction(ctx, x, item_emb, direction)
         return cls(x, item_emb, evaluator, ctx)
+
+
+def only_top_m(scores: torch.Tensor, m: int) -> torch.Tensor:
+    """scores (B, n_items) with every item outside each row's top-m set to -inf (the row's candidates).
+
+    Ties at the m-th place fall as ``rank_topk`` orders them (``torch.topk``), so the candidates are the
+    base model's own top-m list."""
+    if m >= scores.shape[1]:
+        return scores
+    idx = row_topk(scores, m)[1]  # (B, m), exactly torch.topk's
+    out = torch.full_like(scores, -torch.inf)
+    return out.scatter_(1, idx, scores.gather(1, idx))
 
 
 def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_size: int = 1024) -> np.ndarray:
@@ -62,6 +78,8 @@ def rerank_split(baseline: Baseline, params: dict, split: ScoredSplit, batch_siz
         for s in range(0, split.x.shape[0], batch_size):
             ev = split.evaluator
             scores = full_scores(split.x[s : s + batch_size], split.item_emb, ev.bias, ev.exclude, s)  # (B, n_items)
+            if split.top_m is not None and not baseline.query_side:
+                scores = only_top_m(scores, split.top_m)
             ctx = split.ctx.rows(slice(s, s + batch_size))
             if baseline.stateful:
                 ids, state = baseline.rerank(scores, ctx, k, state=state, **params)

@@ -57,7 +57,8 @@ def sequence_lines(path: Path) -> Iterator[tuple[int, str, list[str]]]:
                     raise PopSteerError(f"{path}:{blank}: empty line in the middle of the file")
                 bad = next((p for p in parts if not p.isdigit()), None)
                 if bad is not None:
-                    raise PopSteerError(f"{path}:{number}: non-numeric id {bad[:40]!r} (expected `user item item ...`)")
+                    raise PopSteerError(f"{path}:{number}: {_id_problem(bad)} (expected `user item item ...`, "
+                                        "ids are whole numbers >= 0)")
                 user, items = parts[0], parts[1:]
                 if not items:
                     raise PopSteerError(f"{path}:{number}: user {user} has no items")
@@ -67,6 +68,18 @@ def sequence_lines(path: Path) -> Iterator[tuple[int, str, list[str]]]:
                 yield number, user, items
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise PopSteerError(f"cannot read {path}: {exc}") from None
+
+
+def _id_problem(token: str) -> str:
+    """What is wrong with a sequence file's id ``token``: negative, fractional or not a number."""
+    shown = repr(token[:40])
+    try:
+        value = float(token)
+    except ValueError:
+        return f"non-numeric id {shown}"
+    if value < 0:
+        return f"negative id {shown}"
+    return f"id {shown} is not a whole number" if "." in token or "e" in token.lower() else f"bad id {shown}"
 
 
 def read_sequence_file(path: Path) -> pd.DataFrame:
@@ -83,6 +96,11 @@ def read_sequence_file(path: Path) -> pd.DataFrame:
 
 def read_csv_file(path: Path, user_col: str, item_col: str, time_col: str, sep: str = ",") -> pd.DataFrame:
     """The three columns of a CSV as an interaction frame (file order kept)."""
+    named = {"--user-col": user_col, "--item-col": item_col, "--time-col": time_col}
+    if len(set(named.values())) < 3:
+        same = [flag for flag, col in named.items() if list(named.values()).count(col) > 1]
+        raise PopSteerError(f"{' and '.join(same)} name the same column {named[same[0]]!r}: give three different "
+                            "columns (user, item, time)")
     try:
         frame = pd.read_csv(path, sep=sep, usecols=[user_col, item_col, time_col], dtype={user_col: str, item_col: str})
     except ValueError as exc:  # a missing column, a bad row

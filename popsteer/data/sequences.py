@@ -227,6 +227,19 @@ def build_sequences(frame: pd.DataFrame, name: str, max_len: int = 50, cfg: Data
                         config=cfg)
 
 
+TOP_K = 10
+"""The length of every ranked list PopSteer scores (NDCG@10, Gini@10, ...)."""
+
+
+def check_catalog(data: SequenceData, k: int = TOP_K) -> SequenceData:
+    """Refuse a dataset whose catalog cannot fill a top-k list (the metrics rank k items per user)."""
+    n = data.n_items - 1
+    if n <= k:
+        raise PopSteerError(f"dataset '{data.name}' has {n} items after filtering ({data.source or 'its file'}): "
+                            f"the catalog must have more items than k={k}")
+    return data
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, max_len: int = 50,
                  cfg: DataConfig | None = None) -> SequenceData:
     """Load a dataset by name from ``data_dir`` (ml-100k falls back to the embedded copy)."""

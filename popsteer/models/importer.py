@@ -84,8 +84,9 @@ def import_recbole_checkpoint(pth: Path, dataset: str, data_dir: Path | None, ou
         "id_mapping": mapping,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    out = Path(out) if out else Path(out_dir or "saved") / f"{spec.recbole_class}-imported-{pth.stem}-{dataset}.safetensors"
-    checkpoint.save(out, state, meta)
+    target = Path(out) if out else checkpoint.NewName(
+        Path(out_dir or "saved"), lambda tag: f"{spec.recbole_class}-imported-{pth.stem}{tag}-{dataset}")
+    out = checkpoint.save(target, state, meta)
     log.info("imported %s -> %s (%d of %d items matched by %s)", pth, out, mapping["matched"],
              data.n_items - 1, mapping["method"])
     return out

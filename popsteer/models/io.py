@@ -18,7 +18,7 @@ from popsteer.util import checkpoint
 from popsteer.util.configs import validate
 
 
-def save_recommender(path: Path, model: torch.nn.Module, data: SequenceData, hp,
+def save_recommender(path: Path | checkpoint.NewName, model: torch.nn.Module, data: SequenceData, hp,
                      train: TrainConfig | None, metrics: dict | None = None, extra: dict | None = None) -> Path:
     """A recommender checkpoint (``kind: sasrec``, the historical name of every recommender checkpoint)."""
     spec = spec_for(model)
@@ -53,9 +53,9 @@ def load_recommender(path: str | Path, data: SequenceData | None = None) -> tupl
             raise PopSteerError(f"{path}: no tensor {sorted(missing)[0]!r} ({spec.recbole_class}'s tables)")
         return UserTable(spec.recbole_class, tensors["user_table"], tensors["item_table"]).eval(), meta
     model = build_model(spec, meta["n_items"], hp)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise PopSteerError(f"{path}: weights do not fit {spec.recbole_class} ({str(exc).splitlines()[0]})") from None
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    checkpoint.check_tensors(path, tensors, expected, f"{spec.recbole_class} of the header "
+                                                      f"(n_items={meta['n_items']}, {type(hp).__name__})")
+    model.load_state_dict(tensors)
     model.eval()
     return model, meta

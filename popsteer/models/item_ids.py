@@ -6,7 +6,6 @@ our own data file (see ``popsteer.models.importer`` for the order in which sourc
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 
 from popsteer.data import SequenceData, find_inter_file, read_atomic_inter
 from popsteer.errors import PopSteerError
+from popsteer.util.env import env_text
 from popsteer.util.safepaths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ MAX_UNMATCHED_SHARE = 0.5  # more of our items unmatched than this: surely the w
 
 def shared_datasets_dir() -> Path:
     """``$POPSTEER_SHARED_DATASETS``, else ``shared/datasets`` beside the repository."""
-    env = os.environ.get("POPSTEER_SHARED_DATASETS")
+    env = env_text("POPSTEER_SHARED_DATASETS")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets"
 
 

@@ -17,7 +17,6 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -102,8 +101,6 @@ class EvaluatorPool:
         self.shards_per_evaluator = shards_per_evaluator
         self.pids_seen: set[int] = set()
         self.resubmitted = 0
-        self.on_result: Callable[[int, dict], None] | None = None
-        """Called with (task index, result) as each shard arrives (tests kill an actor from here)."""
 
     def pids(self) -> list[int]:
         import ray
@@ -148,9 +145,7 @@ class EvaluatorPool:
                 pending[submit(i, self.actors[(i + attempt + 1) % len(self.actors)])] = (i, attempt + 1)
                 continue
             results[i] = out["lists"]
-            self.pids_seen.add(out["pid"])
-            if self.on_result is not None:
-                self.on_result(i, out)
+            self.received(i, out)
         merged = {}
         for split in job.x:
             parts = [results[i] for i, t in enumerate(tasks) if t.split == split]  # tasks are in user order
@@ -158,6 +153,10 @@ class EvaluatorPool:
                              "sae": np.concatenate([p["sae"] for p in parts]),
                              "points": np.concatenate([p["points"] for p in parts], axis=1)}
         return merged
+
+    def received(self, i: int, out: dict) -> None:
+        """Shard ``i``'s result arrived: note the evaluator process that computed it."""
+        self.pids_seen.add(out["pid"])
 
     def shutdown(self) -> None:
         """Kill the actors; a second call does nothing."""

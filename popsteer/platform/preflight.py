@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from popsteer.errors import PopSteerError
 from popsteer.util.redact import redact_text
+from popsteer.util.writable import check_folder
 
 CONNECT_TIMEOUT_S = 3.0
 MLFLOW_SCHEMES = {"", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",
@@ -101,11 +102,15 @@ def preflight(tracking_uri: str | None, tracking_source: str, connect: bool = Tr
 
 
 def preflight_spec(spec) -> None:
-    """``preflight`` for a SweepSpec: its tracking URI (key, else ``$MLFLOW_TRACKING_URI``) and Ray.
+    """``preflight`` for a SweepSpec: its local output folders (``popsteer.util.writable``), its tracking URI
+    (key, else ``$MLFLOW_TRACKING_URI``) and Ray.
 
     With ``mlflow.if_unreachable: journal`` a server that does not answer is not an error: the
     sweep journals what it would log (``popsteer.platform.journal``)."""
     connect = spec.mlflow.if_unreachable == "fail"
+    for key, folder in (("storage", spec.storage), ("encode.dir", spec.encode.dir), ("data_dir", spec.data_dir)):
+        if folder and "://" not in folder:  # local folders the sweep writes: checked before anything runs
+            check_folder(f"key '{key}'", folder)
     if not spec.mlflow.enabled:
         preflight(None, "")
     elif spec.mlflow.tracking_uri:

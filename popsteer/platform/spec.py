@@ -175,8 +175,13 @@ class StagesSpec:
     """The steering grid (needs the analysis); null to skip."""
     baselines: BaselinesConfig | None = None
     """The re-ranking baselines on the base recommender, tuned on validation (a Ray task); null to skip."""
+    browser: bool = True
+    """After the steering grid, each selected SAE's neuron browser (popsteer browse) is built in
+    <experiment>/browser/<trial> and logged under the trial's MLflow run as the artifact folder neuron_browser."""
 
     def __post_init__(self) -> None:
+        if self.browser and self.steering is None:
+            self.browser = False  # the browser shows the grid's pick: nothing to show without it
         if self.steering is not None and not self.analysis:
             raise PopSteerError("stages.steering needs stages.analysis: true (steering uses Cohen's d)")
 

@@ -20,6 +20,7 @@ from popsteer.data import SequenceData, load_dataset
 from popsteer.models.io import data_config
 from popsteer.models.registry import ModelSpec, model_of
 from popsteer.platform import point_runs
+from popsteer.platform.learned import TuneFitter
 from popsteer.platform.spec import SweepSpec
 from popsteer.stages.config import AnalysisConfig, GridConfig, GridStageConfig, RecommenderConfig, SAERef, Workspace
 from popsteer.stages.analysis import probe_parts
@@ -195,8 +196,11 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
     picks, files = {}, {}
     try:
         for key, a in analysis.items():
-            result = steering_grid(GridStageConfig(sae_ref(spec, a["sae_checkpoint"]), grid), executor=pool, data=data,
-                                   encodings=Encodings(enc["encoded_dir"]))
+            ref = sae_ref(spec, a["sae_checkpoint"])
+            fitter = (TuneFitter(ref, spec.storage, spec.name, spec.experiment_dir) if grid.variant == "learned"
+                      else None)  # learned steering: one Tune trial per lam
+            result = steering_grid(GridStageConfig(ref, grid), executor=pool, data=data,
+                                   encodings=Encodings(enc["encoded_dir"]), fitter=fitter)
             picks[key] = {"pick": result.pick, "valid": result.picked("valid"), "test": result.picked("test"),
                           "min_valid_gini": min((r["gini@10"] for r in result.rows.get("valid", [])), default=None),
                           "valid_baselines": result.baselines["valid"], "test_baselines": result.baselines["test"]}
@@ -205,6 +209,8 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
                 tracker.log_artifacts(tracker.parent_run_id, result.files,
                                       "steering" if len(analysis) == 1 else f"steering/{key}")
                 point_runs.log_steering(tracker, key, result, grid)
+            if spec.stages.browser:
+                files[f"{key}/browser"] = neuron_browser(spec, ref, key, tracker)
         log.info("steering grid: %d SAE(s) on %d evaluators (%d shards resubmitted)", len(analysis),
                  len(pool.actors), pool.resubmitted)
     finally:
@@ -212,6 +218,26 @@ def steering_step(spec: SweepSpec, enc: dict, analysis: dict, data: SequenceData
     return {"points": len(result.points) if analysis else 0, "picks": picks, "files": files,
             "pool": {"evaluators": spec.stages.steering.evaluators, "shared_with_analysis": shared,
                      "resubmitted": pool.resubmitted}}
+
+
+def neuron_browser(spec: SweepSpec, ref: SAERef, key: str, tracker) -> str:
+    """The SAE's neuron browser (``popsteer.stages.browse``) in <experiment>/browser/<trial key>, logged under the
+    trial's MLflow run as the artifact folder ``neuron_browser`` (every file, folders kept)."""
+    from popsteer.browse.tracking import ARTIFACT_DIR
+    from popsteer.stages.browse import browse
+    from popsteer.stages.config_browse import BrowseConfig
+
+    site = Path(spec.experiment_dir) / "browser" / key
+    browse(BrowseConfig(ref, site=str(site)))
+    if tracker is not None:
+        run_id = tracker.child_run(key, {})
+        by_folder: dict[str, list[Path]] = {}
+        for f in sorted(p for p in site.rglob("*") if p.is_file()):
+            rel = f.parent.relative_to(site)
+            by_folder.setdefault(ARTIFACT_DIR + ("" if rel == Path(".") else f"/{rel.as_posix()}"), []).append(f)
+        for folder, paths in by_folder.items():
+            tracker.log_artifacts(run_id, paths, folder)
+    return str(site)
 
 
 # ------------------------------------------------------------------ baselines

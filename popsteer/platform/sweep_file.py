@@ -11,13 +11,12 @@ import os
 import re
 from pathlib import Path
 
-import yaml
-
 from popsteer.errors import PopSteerError
 from popsteer.platform.spec import SweepSpec
 from popsteer.util.configs import validate
 from popsteer.util.redact import CREDENTIALS_ENV, redact_text, secret_key
-from popsteer.util.safepaths import base_roots, check_inside, uri_path
+from popsteer.util.safepaths import base_roots, check_inside, project_root, uri_path
+from popsteer.util.safeyaml import MAX_BYTES, load_yaml
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -25,10 +24,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise PopSteerError(f"--set expects KEY=VALUE, got {assignment!r}")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PopSteerError(f"--set {key}: cannot parse {text!r} ({exc})") from None
+    value = load_yaml(text, f"--set {key}")
     node = raw
     for part in key.split(".")[:-1]:
         if not isinstance(node.get(part), dict):
@@ -70,9 +66,17 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
     if not path.is_file():
         raise PopSteerError(f"sweep file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise PopSteerError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise PopSteerError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise PopSteerError(f"{path}: larger than {MAX_BYTES // 1024} KB; not read")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PopSteerError(f"{path}: not a UTF-8 text file") from None
+    raw = load_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise PopSteerError(f"{path}: the top level must be a mapping")
     for assignment in overrides or []:
@@ -80,7 +84,7 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
     refuse_credentials(raw, str(path))
     spec = validate(SweepSpec, raw, str(path))
     check_paths(spec, {a.partition("=")[0] for a in overrides or []}, str(path))
-    root = Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())
+    root = project_root()
     spec.data_dir = resolve_path(spec.data_dir, root)
     spec.storage = resolve_path(spec.storage, root)
     spec.base_checkpoint = resolve_path(spec.base_checkpoint, root)

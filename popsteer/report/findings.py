@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from popsteer.eval.tradeoff import tradeoff
 from popsteer.report import authors_ml1m
+from popsteer.report.findings_forms import forms_lines
 from popsteer.report.markdown import md, md_table
 
 
@@ -118,6 +119,7 @@ def findings(results: list[dict]) -> list[str]:
         out.append(f"- The error-preserving variant has a higher test hypervolume than the paper's form on {len(ups)} of "
                    f"{len(preserve)} sections" + (f" ({'; '.join(ups)})" if ups else "") + "; " + ", ".join(
                        f"{t}: {1000 * p:.3f} vs {1000 * r:.3f}" for t, _, p, r in preserve) + ".")
+    out += forms_lines(results)
     comparison = authors_lines(results)
     if comparison:
         out += ["", "On ML-1M against what the authors recorded (relative drops; their folder holds their SASRec and "

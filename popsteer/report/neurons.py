@@ -1,7 +1,9 @@
-"""The report's popularity neurons: the largest |Cohen's d| with the items that drive each, by display name."""
+"""The report's popularity neurons: the largest |Cohen's d| with the items that drive each, by display name,
+and each one's concept label where ``popsteer browse`` wrote ``neuron_labels.csv`` for this SAE."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,6 +17,22 @@ from popsteer.report.markdown import md
 from popsteer.steering.results import analysis_dir
 
 log = logging.getLogger(__name__)
+
+LABELS_FILE, LABELS_META = "neuron_labels.csv", "neuron_labels.json"
+"""The concept labels (popsteer.browse.labels) beside the analysis CSVs, and their record (the SAE's hash)."""
+
+
+def read_labels(folder: Path, sae_sha256: str | None = None) -> pd.DataFrame | None:
+    """``neuron_labels.csv`` in ``folder``; None when absent, unreadable or (given the hash) of another SAE."""
+    try:
+        meta = json.loads((folder / LABELS_META).read_text())
+        labels = pd.read_csv(folder / LABELS_FILE, keep_default_na=False)
+    except (OSError, ValueError):
+        return None
+    if sae_sha256 is not None and meta.get("sae_sha256") != sae_sha256:
+        log.warning("%s belongs to another SAE: not used", folder / LABELS_FILE)
+        return None
+    return labels
 
 
 def item_titles(data: SequenceData, data_dir: str | Path, shared: Path) -> np.ndarray:
@@ -51,17 +69,28 @@ def top_neurons(data: SequenceData, data_dir: str | Path, groups: PopularityGrou
                 sae_path: str | Path, n_top: int = 10, n_items: int = 5) -> pd.DataFrame:
     """The n_top neurons by |d| with the items whose one-item profile activates each most."""
     order = np.argsort(-np.abs(d), kind="stable")[:n_top]
-    path = analysis_dir(data_dir, data.name, sae_path) / "neuron_top_items.csv"
+    folder = analysis_dir(data_dir, data.name, sae_path)
+    path = folder / "neuron_top_items.csv"
     try:
         items = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise PopSteerError(f"cannot read {path}: {exc} (run `popsteer analyze` first)") from None
     names = item_titles(data, data_dir, shared)
     tag = np.array(["", "H", "M", "T"])[groups.label()]
+    labels = read_labels(folder, _analysed_sha(folder))
+    label = {} if labels is None else dict(zip(labels["neuron"], labels["label"]))
     rows = []
     for rank, j in enumerate(order, 1):
         top = items[(items["neuron"] == j)].sort_values("rank").head(n_items)["item_id"].to_numpy()
         rows.append({"rank": rank, "neuron": int(j), "d": float(d[j]),
                      "direction": "popular" if d[j] > 0 else "unpopular",
-                     "top items": "; ".join(f"{md(names[i])} ({tag[i]})" for i in top)})
+                     "top items": "; ".join(f"{md(names[i])} ({tag[i]})" for i in top),
+                     "label": md(str(label.get(int(j), "")))})
     return pd.DataFrame(rows)
+
+
+def _analysed_sha(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "analysis.json").read_text()).get("sae_sha256")
+    except (OSError, ValueError):
+        return None

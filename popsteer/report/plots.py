@@ -51,7 +51,8 @@ def grid_tradeoff(rows: list[dict], path: str | Path, baselines: dict | None = N
                        label=f"{name} (unsteered)")
     if pick:
         ax.scatter([pick["gini@10"]], [pick["ndcg@10"]], marker="*", s=160, c="gold", edgecolors="black",
-                   label=f"pick N={pick['num_neurons']} alpha={pick['alpha']:g}")
+                   label="pick " + " ".join(f"{k}={pick[k]:g}" for k in ("num_neurons", "alpha", "alpha_unpop", "lam")
+                                            if k in pick).replace("num_neurons", "N"))
     ax.set_xlabel("Gini@10 (lower is fairer)")
     ax.set_ylabel("NDCG@10")
     ax.set_title(title)

@@ -10,6 +10,7 @@ import pandas as pd
 from popsteer.eval.tradeoff import dominated_share, trade_score, tradeoff
 from popsteer.report.fidelity import REFERENCE_D
 from popsteer.report.markdown import fmt, md, md_table
+from popsteer.report.render_steering import learned_lines, oracle_lines, serving_table
 from popsteer.report.render_eval import (bias_table, hv_note, hv_table, intervals_table, significance_table,
                                          two_strength_table, variants_lines, verdict_lines)
 
@@ -154,6 +155,9 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
             "### Hypervolume", "", hv_note(res), "", hv_table(res), "",
             "### Error-preserving steering", "", *[line + "\n" for line in variants_lines(res)],
             "### Separate strengths (α_pop × α_unpop)", "", caption, "", strengths, "",
+            "### Learned steering", "", *learned_lines(res),
+            "### Serving setting (top-m candidates)", "", *serving_table(res),
+            "### Oracle bound of query shifts", "", *oracle_lines(res),
             "### Accuracy-fairness trade-off", "",
             f"![NDCG@10 vs Gini@10 on {res['title']}]({figure.name})", "",
             "Each method's grid (faint points), its Pareto front (line) and its validation pick (ringed); the star "
@@ -169,9 +173,12 @@ def render_dataset(res: dict, figure: Path, grids_csv: Path) -> str:
             f"{(dd > 0).sum()} of {len(dd)} neurons have d > 0 (fire more for popular-only profiles), "
             f"{(dd < 0).sum()} d < 0; median |d| {np.median(np.abs(dd)):.3f}. The 10 largest |d|, with the items "
             "whose one-item profile activates each most (H/M/T: head/mid/tail):", "",
-            md_table(["#", "neuron", "d", "direction", "top items"],
-                     [[str(r["rank"]), str(r["neuron"]), f"{r['d']:+.3f}", r["direction"], r["top items"]]
-                      for r in res["neurons"].to_dict("records")]), ""]
+            md_table(["#", "neuron", "d", "direction", "top items", "concept label (q < 0.05)"],
+                     [[str(r["rank"]), str(r["neuron"]), f"{r['d']:+.3f}", r["direction"], r["top items"],
+                       r.get("label") or "—"] for r in res["neurons"].to_dict("records")]),
+            "", "Concept labels: the item tags enriched among a neuron's top items (hypergeometric test, "
+            "Benjamini-Hochberg; `popsteer browse`, docs/METHOD.md §10); — where none is significant or the "
+            "labels were not computed.", ""]
     out += render_fidelity(res["fidelity"])
     out += ["", "### Summary", "", *closing_lines(res), ""]
     return "\n".join(out)

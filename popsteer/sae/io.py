@@ -15,6 +15,7 @@ from pathlib import Path
 from popsteer.errors import PopSteerError
 from popsteer.sae.model import SAEConfig, TopKSAE
 from popsteer.util import checkpoint
+from popsteer.util.configs import validate
 
 
 def sae_meta(*, dataset: str, d: int, cfg: SAEConfig, base: str | Path, base_sha256: str, prefix_stride: int,
@@ -29,16 +30,24 @@ def sae_meta(*, dataset: str, d: int, cfg: SAEConfig, base: str | Path, base_sha
             "created": _dt.datetime.now().isoformat(timespec="seconds"), **(extra or {})}
 
 
-def save_sae(path: str | Path, sae: TopKSAE, meta: dict) -> Path:
+def save_sae(path: str | Path | checkpoint.NewName, sae: TopKSAE, meta: dict) -> Path:
     return checkpoint.save(path, sae.state_dict(), meta)
 
 
 def load_sae(path: str | Path) -> tuple[TopKSAE, dict]:
     """The SAE (eval mode, on the CPU) and its header."""
     tensors, meta = checkpoint.load(path, kind="sae")
-    sae = TopKSAE(meta["d"], SAEConfig(**meta["sae"]))
+    cfg = validate(SAEConfig, meta["sae"], f"checkpoint {path}", "sae")
+    d, n = meta["d"], meta["n_latents"]
     try:
-        sae.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise PopSteerError(f"{path}: weights do not fit the SAE ({str(exc).splitlines()[0]})") from None
+        hidden = cfg.hidden(d)
+    except PopSteerError as exc:
+        raise PopSteerError(f"checkpoint {path}: header: {exc}") from None
+    if hidden != n:
+        raise PopSteerError(f"checkpoint {path}: header field 'n_latents' is {n}, but scale * d = "
+                            f"{cfg.scale} * {d} = {hidden}")
+    checkpoint.check_tensors(path, tensors, {"W_enc": (n, d), "b_enc": (n,), "W_dec": (n, d), "b_dec": (d,)},
+                             f"the header's SAE (d={d}, n_latents={n})")
+    sae = TopKSAE(d, cfg)
+    sae.load_state_dict(tensors)
     return sae.eval(), meta

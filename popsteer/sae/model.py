@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from popsteer.errors import PopSteerError
-from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_at_most, check_choices, check_seeds
 from popsteer.sae.topk import topk_relu, topk_relu_sparse
 
 
@@ -25,37 +25,37 @@ class SAEConfig:
     __pydantic_config__ = CONFIG
 
     k: int = 32
-    """Latents kept per input (K of TopK)."""
+    """Latents kept per input (K of TopK), in [1, n]."""
     scale: int = 64
-    """Hidden width n = scale * d."""
+    """Hidden width n = scale * d, scale in [1, 4096]."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Adam learning rate, in (0, 1]."""
     batch_size: int = 4096
-    """Inputs per training batch."""
+    """Inputs per training batch, in [1, 1048576]."""
     max_epochs: int = 300
-    """Maximum number of epochs."""
+    """Maximum number of epochs, in [1, 100000]."""
     min_epochs: int | None = None
-    """Early stopping never stops before this epoch; default min(50, max_epochs)."""
+    """Early stopping never stops before this epoch, in [0, max_epochs]; default min(50, max_epochs)."""
     patience: int = 20
-    """Early stopping patience (epochs) on -(valid FVU + AuxK/32)."""
+    """Early stopping patience (epochs) on -(valid FVU + AuxK/32), in [1, 100000]."""
     lr_patience: int = 10
-    """ReduceLROnPlateau patience (epochs) on the validation loss."""
+    """ReduceLROnPlateau patience (epochs) on the validation loss, in [0, 100000]."""
     lr_factor: float = 0.1
-    """ReduceLROnPlateau factor."""
+    """ReduceLROnPlateau factor, in (0, 1)."""
     aux_k: int | None = None
-    """Dead latents decoded by the AuxK loss; None: 2 * d."""
+    """Dead latents decoded by the AuxK loss, >= 1 (capped at n); None: 2 * d."""
     seed: int = DEFAULT_SEED
-    """Seeds the weight init and the batch shuffling."""
+    """Seeds the weight init and the batch shuffling, in [0, 2**32 - 2]."""
     decode: Literal["dense", "sparse"] = "sparse"
     """sparse: embedding_bag over the k kept latents, and on the CPU a training step with sparse gradients
     (``popsteer.sae.sparse_step``); dense: z @ W_dec with autograd through the dense code, the reference's
     literal computation. The same results up to float rounding."""
     time_budget_min: float | None = None
-    """Stop training after this many minutes (the best epoch so far is kept)."""
+    """Stop training after this many minutes (the best epoch so far is kept), in (0, 1000000]."""
     stream_buffer_rows: int = 1 << 20
     """Training inputs held in memory at once: a training part of at most this many rows is read whole and
     shuffled as one per epoch (the in-memory path); a larger one is streamed from its encoding in shuffled
-    windows of this many rows (popsteer.sae.stream)."""
+    windows of this many rows (popsteer.sae.stream); in [1, 2**31]."""
 
     def __post_init__(self) -> None:
         if self.min_epochs is None:
@@ -77,6 +77,10 @@ class SAEConfig:
             raise PopSteerError(f"SAE aux_k must be >= 1 or None (2 * d), got {self.aux_k}")
         if self.time_budget_min is not None and not self.time_budget_min > 0:
             raise PopSteerError(f"SAE time_budget_min must be > 0 minutes, got {self.time_budget_min}")
+        check_at_most(self, {"scale": 4096, "lr": 1.0, "batch_size": 1 << 20, "max_epochs": 100_000,
+                             "patience": 100_000, "lr_patience": 100_000, "time_budget_min": 1e6,
+                             "stream_buffer_rows": 1 << 31}, "SAE ")
+        check_seeds(self, "seed", prefix="SAE ")
 
     def hidden(self, d: int) -> int:
         """Hidden width n for input width d, checking that k fits."""

@@ -15,16 +15,19 @@ SAE config and the input's shape) differs from the run's is ignored, with a warn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from popsteer.util.atomic import atomic_path
+from popsteer.util.filelock import file_lock, lock_file
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,15 @@ def discard_state(path: Path) -> None:
     path.unlink(missing_ok=True)
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claim_state(path: Path) -> Iterator[Path | None]:
+    """``path`` for this run alone while the block runs (an exclusive lock on its sidecar ``.lock``), or None,
+    with a warning, when another run of the same settings holds it: that run trains without a resumable
+    state rather than share one (the two would resume from and remove each other's files)."""
+    with file_lock(lock_file(path), blocking=False, remove=True) as held:
+        if not held:
+            log.warning("SAE: another run with the same settings is training from %s; this run keeps no "
+                        "resumable state", path)
+        yield path if held else None

@@ -14,7 +14,6 @@ the same way and the outputs are equal, not just close.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from torch import Tensor
@@ -22,6 +21,7 @@ from torch import Tensor
 from popsteer.kernels import native
 from popsteer.kernels.checks import check_topk_input
 from popsteer.errors import PopSteerError
+from popsteer.util.env import env_text
 
 
 def _kernels():
@@ -33,6 +33,7 @@ def _kernels():
 
 
 logger = logging.getLogger(__name__)
+TRITON_ENV = "POPSTEER_TRITON"
 
 _triton_broken = False  # set when an automatic Triton launch failed once
 
@@ -95,7 +96,7 @@ def _keyed_topk(v: Tensor, k: int) -> Tensor:
 
 def triton_flag() -> str:
     """``$POPSTEER_TRITON``: "0", "1" or "" (checked; entry points call it before any work)."""
-    flag = os.environ.get("POPSTEER_TRITON", "").strip()
+    flag = env_text(TRITON_ENV) or ""
     if flag == "1" and not _kernels().TRITON_AVAILABLE:
         raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
     if flag not in ("", "0", "1"):
@@ -120,7 +121,7 @@ def topk_relu_sparse(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     h = h.contiguous()
     if not _use_triton(h):
         return _eager_topk_relu_sparse(h, k)
-    if os.environ.get("POPSTEER_TRITON", "").strip() == "1":
+    if env_text(TRITON_ENV) == "1":
         return _kernels().TopKReLU.apply(h, k)
     check_topk_input(h, k)  # bad input is an error, not a reason to fall back
     try:

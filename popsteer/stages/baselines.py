@@ -81,13 +81,15 @@ def probe_direction(base: BaseContext, spec: dict, encodings: Encodings, x_valid
 
 
 def scored_splits(base: BaseContext, encodings: Encodings | None = None,
-                  splits: tuple[str, ...] = SPLITS) -> dict[str, ScoredSplit]:
+                  splits: tuple[str, ...] = SPLITS, top_m: int | None = None) -> dict[str, ScoredSplit]:
     """What the re-rankers score on each split: the base's x, item table, evaluator, context and the
-    popularity direction (estimated once, from ``probe_spec``'s probe)."""
+    popularity direction (estimated once, from ``probe_spec``'s probe); ``top_m``: the serving setting
+    (``ScoredSplit.top_m``)."""
     encodings = encodings or base.encodings([Part(s) for s in SPLITS])
     x = {s: torch.from_numpy(encodings.read(s)) for s in SPLITS}
     direction = probe_direction(base, probe_spec(base), encodings, x["valid"].numpy())
-    return {s: ScoredSplit.of(x[s], base.item_emb, base.evaluator(s), base.data, s, direction) for s in splits}
+    return {s: dataclasses.replace(ScoredSplit.of(x[s], base.item_emb, base.evaluator(s), base.data, s, direction),
+                                   top_m=top_m) for s in splits}
 
 
 def seeded_baseline(name: str, seed: int) -> Baseline:
@@ -95,39 +97,52 @@ def seeded_baseline(name: str, seed: int) -> Baseline:
     return next(b for b in seeded_baselines(seed) if b.name == name)
 
 
-def _identity(base: BaseContext, cfg: BaselinesConfig, grids: dict[str, tuple], span_gini: float | None) -> dict:
-    return {"base_checkpoint": str(base.path.resolve()), "base_sha256": checkpoint.file_sha256(base.path),
+def _identity(base: BaseContext, cfg: BaselinesConfig, grids: dict[str, tuple], span_gini: float | None,
+              top_m: int | None = None) -> dict:
+    return {**({"top_m": top_m} if top_m is not None else {}),"base_checkpoint": str(base.path.resolve()), "base_sha256": checkpoint.file_sha256(base.path),
             "seed": cfg.seed, "max_ndcg_drop": cfg.max_ndcg_drop, "span_gini": span_gini,
             "direction": probe_spec(base), "grids": {name: [dict(p) for p in grid] for name, grid in grids.items()}}
 
 
-def _reused(folder: Path, identity: dict) -> dict | None:
+def baselines_files(top_m: int | None = None) -> tuple[str, str]:
+    """The stage's table and record in the recommender's folder (``top_m``: the serving setting's own)."""
+    tag = "" if top_m is None else f"_top{top_m}"
+    return f"baselines_grid{tag}.csv", f"baselines{tag}.json"
+
+
+def _reused(folder: Path, identity: dict, top_m: int | None = None) -> dict | None:
+    record = folder / baselines_files(top_m)[1]
     try:
-        if json.loads((folder / "baselines.json").read_text())["identity"] != identity:
+        saved = json.loads(record.read_text())
+        if saved["identity"] != identity:
             return None
-        return json.loads((folder / "baselines.json").read_text())["methods"]
+        return saved["methods"]
     except (OSError, ValueError, KeyError):
         return None
 
 
 def tune_baselines(base: BaseContext, cfg: BaselinesConfig, base_valid: dict, *, reuse: bool = True,
-                   encodings: Encodings | None = None, span_gini: float | None = None) -> dict[str, dict]:
+                   encodings: Encodings | None = None, span_gini: float | None = None,
+                   top_m: int | None = None) -> dict[str, dict]:
     """name -> ``tune_baseline``'s result (grids on valid and test, the pick, its test metrics, a
     description; ``spans`` / ``stop`` of the grid extension).
 
     ``base_valid``: the recommender's own validation metrics (the reference of the pick rule).
     ``span_gini``: the lowest validation Gini@10 of PopSteer's grid; every re-ranker's grid is then
     extended toward it (``popsteer.baselines.tuning``); None keeps the registered grids.
+    ``top_m``: the serving setting: each re-ranker re-ranks only the base model's top-m; the query-side
+    methods (PPD, SPREE), which retrieve with their own query there, are left out (their full-ranking
+    results stand for them).
     """
-    methods = seeded_baselines(cfg.seed)
+    methods = [b for b in seeded_baselines(cfg.seed) if top_m is None or not b.query_side]
     grids = {b.name: b.tiny_grid() if cfg.tiny else b.grid for b in methods}
     folder = baselines_dir(base)
     span_gini = None if span_gini is None else float(span_gini)
-    identity = _identity(base, cfg, grids, span_gini)
-    if reuse and (found := _reused(folder, identity)) is not None:
+    identity = _identity(base, cfg, grids, span_gini, top_m)
+    if reuse and (found := _reused(folder, identity, top_m)) is not None:
         log.info("baselines reused from %s", folder)
         return found
-    split = scored_splits(base, encodings)
+    split = scored_splits(base, encodings, top_m=top_m)
     out = {}
     for b in methods:
         out[b.name] = tune_baseline(b, split["valid"], split["test"], base_valid, grids[b.name], cfg.max_ndcg_drop,
@@ -135,6 +150,7 @@ def tune_baselines(base: BaseContext, cfg: BaselinesConfig, base_valid: dict, *,
         out[b.name]["describe"] = b.describe(out[b.name]["params"])
     rows = [{"method": name, "split": s, "extended": i >= m["n_base_points"], **r}
             for name, m in out.items() for s in SPLITS for i, r in enumerate(m[f"{s}_rows"])]
-    write_csv(folder / "baselines_grid.csv", pd.DataFrame(rows), index=False)
-    write_text(folder / "baselines.json", json.dumps({"identity": identity, "methods": out}, indent=2, default=float))
+    table_f, record_f = baselines_files(top_m)
+    write_csv(folder / table_f, pd.DataFrame(rows), index=False)
+    write_text(folder / record_f, json.dumps({"identity": identity, "methods": out}, indent=2, default=float))
     return out

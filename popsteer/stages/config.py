@@ -16,11 +16,16 @@ from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
 from popsteer.models.registry import get_model
 from popsteer.sae.model import SAEConfig
+from popsteer.stages.config_learned import LearnedConfig
 from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
 from popsteer.steering.steer import check_strength
-from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_at_most, check_choices, check_seeds
 
 SPLITS = ("valid", "test")
+ALPHA_MAX = 1e3
+"""The largest steering strength alpha (a sigma multiple; the paper's grid stops at 4)."""
+N_MAX = 1 << 20
+"""The most steered neurons N a config accepts (a point is also refused above its SAE's width)."""
 
 
 @dataclass
@@ -50,21 +55,23 @@ class EncodeConfig:
     prefix_stride: int = 10
     """The SAE's training inputs (one per training prefix) come from all-position passes over windows with this
     stride: prefixes of <= max_len items are exact, longer ones see >= max_len - stride + 1 items (1 = exactly
-    RecBole's per-prefix inputs, ~max_len x slower)."""
+    RecBole's per-prefix inputs, ~max_len x slower); in [1, 10000]."""
     sasrec_train_mode: bool = False
     """QUIRK of the reference: encode the SAE's training inputs with SASRec's dropout on."""
     profile_seed: int = DEFAULT_SEED
-    """Seed of the synthetic popular (seed) and unpopular (seed + 1) profiles of the analysis."""
+    """Seed of the synthetic popular (seed) and unpopular (seed + 1) profiles of the analysis, in [0, 2**32 - 2]."""
     batch_size: int = 4096
-    """Sequences per forward pass."""
+    """Sequences per forward pass, in [1, 1048576]."""
     block_rows: int = 8192
-    """Input rows per block (the unit of work of one encoder)."""
+    """Input rows per block (the unit of work of one encoder), in [1, 67108864]."""
 
     def __post_init__(self) -> None:
         for name in ("prefix_stride", "batch_size", "block_rows"):
             if getattr(self, name) < 1:
                 flag = "--prefix-stride" if name == "prefix_stride" else f"encode.{name}"
                 raise PopSteerError(f"{flag} must be >= 1, got {getattr(self, name)}")
+        check_at_most(self, {"prefix_stride": 10_000, "batch_size": 1 << 20, "block_rows": 1 << 26}, "encode.")
+        check_seeds(self, "profile_seed", prefix="encode.")
 
 
 @dataclass
@@ -150,20 +157,24 @@ class AnalysisConfig:
 
     ref: SAERef
     seed: int = DEFAULT_SEED
-    """Seed of the synthetic profiles (popular: seed, unpopular: seed + 1)."""
+    """Seed of the synthetic profiles (popular: seed, unpopular: seed + 1), in [0, 2**32 - 2]."""
     probe: Literal["auto", "synthetic", "users"] = "auto"
     """synthetic: popular-only vs unpopular-only profiles; users: the real users whose history has the
     highest vs the lowest mean item popularity; auto: synthetic where the model can encode a profile."""
     user_share: float = 0.1
-    """--probe users: the share of users in each group (top and bottom)."""
+    """--probe users: the share of users in each group (top and bottom), in (0, 0.5]."""
     top_items: int = 10
-    """Items kept per neuron in neuron_top_items.csv (those whose one-item profile activates it most)."""
+    """Items kept per neuron in neuron_top_items.csv (those whose one-item profile activates it most), in
+    [1, 10000]."""
     seed_copy: bool = True
     """Also write the seed's files (cohens_d.csv, row_stats_*.csv) to <data-dir>/<dataset>/."""
 
     def __post_init__(self) -> None:
         if not 0 < self.user_share <= 0.5:
             raise PopSteerError(f"user_share must be in (0, 0.5], got {self.user_share}")
+        if not 1 <= self.top_items <= 10_000:
+            raise PopSteerError(f"top_items must be in [1, 10000], got {self.top_items}")
+        check_seeds(self, "seed")
 
 
 @dataclass
@@ -182,14 +193,18 @@ class GridConfig:
     """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
     max_ndcg_drop: float = 0.05
     """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
-    variant: Literal["replace", "preserve"] = "replace"
-    """replace: the recommender scores the steered reconstruction (the paper); preserve: x + (decode(steer(h)) - decode(h)), keeping the SAE's error."""
+    variant: Literal["replace", "preserve", "learned"] = "replace"
+    """replace: the recommender scores the steered reconstruction (the paper); preserve: x + (decode(steer(h)) - decode(h)), keeping the SAE's error; learned: the error-preserving form with delta fitted per lam (``learned``), N and alpha unused."""
+    learned: LearnedConfig = field(default_factory=LearnedConfig)
+    """The learned variant's fits (its grid: one point per lam)."""
     alpha_unpops: list[float] | None = None
     """Separate strengths for the boosted (unpopular) neurons: the grid is N x alpha (suppressed, popular) x these."""
 
     @property
     def tag(self) -> str:
         """'' for the paper's grid, else what the grid's result files are suffixed with."""
+        if self.variant == "learned":
+            return "-learned"
         return ("-preserve" if self.variant == "preserve" else "") + ("-2d" if self.alpha_unpops is not None else "")
 
     def __post_init__(self) -> None:
@@ -214,9 +229,9 @@ class SteerConfig:
 
     ref: SAERef
     num_neurons: int = 4096
-    """N, the number of steered neurons (the top N by |Cohen's d|)."""
+    """N, the number of steered neurons (the top N by |Cohen's d|), in [1, the SAE's width]."""
     alpha: float = 1.5
-    """Steering strength alpha."""
+    """Steering strength alpha, in [0, 1000]."""
     split: Literal["valid", "test"] = "test"
     """Split to score."""
     swap_sigma: bool = False
@@ -225,6 +240,7 @@ class SteerConfig:
     def __post_init__(self) -> None:
         check_choices(self)
         check_strength(self.num_neurons, self.alpha)
+        check_at_most(self, {"num_neurons": N_MAX, "alpha": ALPHA_MAX})
 
 
 @dataclass
@@ -245,11 +261,16 @@ class BaselinesConfig:
     __pydantic_config__ = CONFIG
 
     seed: int = DEFAULT_SEED
-    """Seed of the random re-ranker."""
+    """Seed of the random re-ranker, in [0, 2**32 - 2]."""
     tiny: bool = False
     """CI-sized grids: the first, middle and last point of each re-ranker's grid."""
     max_ndcg_drop: float = 0.05
-    """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
+    """The validation pick keeps the relative NDCG@10 drop against SASRec within this, in [0, 1]."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_ndcg_drop <= 1:
+            raise PopSteerError(f"max_ndcg_drop must be in [0, 1], got {self.max_ndcg_drop}")
+        check_seeds(self, "seed")
 
 
 @dataclass
@@ -261,10 +282,16 @@ class PipelineConfig:
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
     num_neurons: int = 4096
-    """N of the steering point reported on test (capped at the SAE's width)."""
+    """N of the steering point reported on test, in [1, 1048576] (capped at the SAE's width)."""
     alpha: float = 1.5
-    """Alpha of the steering point reported on test."""
+    """Alpha of the steering point reported on test, in [0, 1000]."""
     seed: int = DEFAULT_SEED
-    """Seed of the recommender's training and of the analysis' synthetic profiles."""
+    """Seed of the recommender's training and of the analysis' synthetic profiles, in [0, 2**32 - 2]."""
     probe: Literal["auto", "synthetic", "users"] = "auto"
     """How the analysis finds popularity neurons (AnalysisConfig.probe)."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_strength(self.num_neurons, self.alpha)
+        check_at_most(self, {"num_neurons": N_MAX, "alpha": ALPHA_MAX})
+        check_seeds(self, "seed")

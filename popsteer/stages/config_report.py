@@ -7,7 +7,7 @@ from typing import Literal
 
 from popsteer.errors import PopSteerError
 from popsteer.stages.config import EncodeConfig, Workspace
-from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_at_most, check_choices, check_seeds
 
 
 @dataclass
@@ -16,7 +16,7 @@ class ReportConfig:
 
     __pydantic_config__ = CONFIG
 
-    saes: list[str]
+    saes: list[str] = field(default_factory=list)
     """Analysed SAE checkpoints; one section per dataset and base-recommender origin."""
     out: str = "docs/RESULTS.md"
     """The markdown report; plots and grid CSVs go beside it."""
@@ -26,7 +26,7 @@ class ReportConfig:
     """Folder with <dataset>/reference/popsteer_cohens_d.csv.gz (the authors' files) for the fidelity checks;
     default $POPSTEER_SHARED_DATASETS or ../shared/datasets."""
     seed: int = DEFAULT_SEED
-    """Seed of the random re-ranker."""
+    """Seed of the random re-ranker, in [0, 2**32 - 2]."""
     swap_sigma: bool = False
     """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
     where: Workspace = field(default_factory=Workspace)
@@ -34,11 +34,26 @@ class ReportConfig:
     mlflow: bool = False
     """Also log the report, plots and test metrics to an MLflow run (needs MLFLOW_TRACKING_URI)."""
     resamples: int = 1000
-    """Bootstrap resamples of the users for every interval (seeded by ``seed``)."""
+    """Bootstrap resamples of the users for every interval (seeded by ``seed``), in [10, 1000000]."""
+    sections: str | None = None
+    """Also write each section on its own to <sections>/<dataset>-<model>-<origin>/ (section.md, tradeoff.png,
+    grids.csv, section.json), e.g. docs/results."""
+    assemble: str | None = None
+    """Instead of evaluating SAEs, build --out from the section folders under this folder (their section.json)."""
+    walltimes: str | None = None
+    """A reproduction's walltimes.tsv: each written section records its own steps' wall times."""
+    oracle: Literal["auto", "on", "off"] = "auto"
+    """The oracle bound of query-side methods (per-user queries fitted to P-MMF's lists, popsteer.stages.oracle):
+    auto runs it where test users x items <= 3e7 (ML-1M, Last.fm; not the Amazon sets, where it takes hours)."""
 
     def __post_init__(self) -> None:
+        check_choices(self)
+        if not self.saes and self.assemble is None:
+            raise PopSteerError("report needs -p SAE (one or more) or --assemble FOLDER")
         if self.resamples < 10:
             raise PopSteerError(f"resamples must be >= 10 (bootstrap resamples of the users), got {self.resamples}")
+        check_at_most(self, {"resamples": 1_000_000})
+        check_seeds(self, "seed")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from popsteer.data import SequenceData, load_dataset
+from popsteer.data import SequenceData, check_catalog, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.eval.evaluator import Evaluator, ItemTable
 from popsteer.models.io import data_config
@@ -72,8 +72,13 @@ def load_base(path: str | Path, where: Workspace, encode: EncodeConfig | None = 
         raise PopSteerError(f"{path} was trained on '{meta['dataset']}', not '{data.name}'")
     if meta["item_tokens"] != data.item_tokens.tolist():
         raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
+    check_catalog(data)
     spec = model_of(meta, str(path))[0]
-    return BaseContext(path, meta, data, spec.item_table(tensors, str(path)), spec, where, encode or EncodeConfig())
+    table = spec.item_table(tensors, str(path))
+    if table.emb.shape[0] != meta["n_items"]:
+        raise PopSteerError(f"checkpoint {path}: its item table has shape {tuple(table.emb.shape)}, the header's "
+                            f"n_items is {meta['n_items']}")
+    return BaseContext(path, meta, data, table, spec, where, encode or EncodeConfig())
 
 
 @dataclass
@@ -122,4 +127,7 @@ def load_sae_context(ref: SAERef, data: SequenceData | None = None) -> SAEContex
         raise PopSteerError(f"{path} is an SAE of a {meta['base_model']} model, its base is {base.model.name}")
     if int(meta["d"]) != base.d:
         raise PopSteerError(f"{path} has d={meta['d']}, its base's item table d={base.d}")
+    if meta["dataset"] != base.data.name:
+        raise PopSteerError(f"{path}: header field 'dataset' is '{meta['dataset']}', its base recommender "
+                            f"{base.path} was trained on '{base.data.name}'")
     return SAEContext(path, sae, meta, base)

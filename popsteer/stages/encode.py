@@ -32,6 +32,7 @@ from popsteer.steering.analysis import profile_lengths, synthetic_profiles
 from popsteer.util import checkpoint, memory
 from popsteer.util.atomic import disk_full_error, made_folder
 from popsteer.util.progress import progress
+from popsteer.util.writable import MIN_FREE_BYTES, Output, check_output
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
     rows = sum(e["rows"] for _, e in todo.values())
     memory.check_fits(f"encoding {rows:,} rows of d={d}",
                       memory.encoding_bytes(rows, d, sum(len(i[0]) for i, _ in todo.values()), data.max_len))
+    check_output(Output("the encoded store", Path(root), need=MIN_FREE_BYTES + memory.F32 * rows * (d + 2)))
     log.info("encoding %s with %s (%s rows) into %s", ", ".join(p.name for p in todo),
              checkpoint_path.name, f"{rows:,}", store.folder)
     try:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from popsteer.errors import PopSteerError
 from popsteer.util.atomic import write_text
+from popsteer.util.filelock import file_lock, lock_file
 
 FORMAT = "popsteer-encoded/3"  # 3: one folder per part, cached independently
 MANIFEST = "_manifest.json"  # "_" prefix: never read as a data file
@@ -120,7 +121,8 @@ class Encodings:
     def publish(self, staged: Path, part: Part, manifest: dict) -> None:
         """Move a staged part folder (its parquet files) into place, manifest last.
 
-        A concurrent writer of the same inputs may have published first: then ours is dropped.
+        A concurrent writer of the same inputs may have published first: then ours is dropped. Publishers
+        hold the part's lock (``.<part>.lock`` beside it), so the check and the rename are one step.
         """
         rows = 0
         for f in staged.glob("*.parquet"):
@@ -129,13 +131,14 @@ class Encodings:
             raise PopSteerError(f"encoding part '{part.name}' produced {rows} rows, expected {manifest['rows']}")
         write_text(staged / MANIFEST, json.dumps(manifest, indent=2))
         final = self.folder / part.name
-        if self.has(part, {k: manifest[k] for k in ("format", "checkpoint_sha256", "inputs_sha256")}):
-            shutil.rmtree(staged, ignore_errors=True)
-            return
-        old = None
-        if final.exists():
-            old = final.with_name(f".{part.name}.old-{uuid.uuid4().hex[:8]}")
-            final.rename(old)
-        staged.rename(final)
+        with file_lock(lock_file(final)):  # one publisher at a time; a part published meanwhile is kept
+            if self.has(part, {k: manifest[k] for k in ("format", "checkpoint_sha256", "inputs_sha256")}):
+                shutil.rmtree(staged, ignore_errors=True)
+                return
+            old = None
+            if final.exists():
+                old = final.with_name(f".{part.name}.old-{uuid.uuid4().hex[:8]}")
+                final.rename(old)
+            staged.rename(final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -32,13 +32,18 @@ from popsteer.stages.config import GridStageConfig
 from popsteer.stages.context import SAEContext, load_sae_context
 from popsteer.stages.encode import Encoder
 from popsteer.stages.encoded import Encodings, Part
+from popsteer.stages.learned import Fitter, learned_deltas
+from popsteer.stages.learned import identity as learned_identity
 from popsteer.steering.grid import GridPoint, grid_points, point_deltas, score_users
+from popsteer.steering.learned import LearnedPoint
 from popsteer.util import checkpoint, memory
 from popsteer.util.atomic import write_csv, write_text
 
 log = logging.getLogger(__name__)
 
 K = 10
+POINT_KEYS = ("num_neurons", "alpha", "alpha_unpop", "lam")
+"""The columns that name a grid point (the rest of a row are metrics)."""
 METRICS = 2
 """Version of the metric set in a grid's rows (2: the field's bias metrics); a cached grid of another is redone."""
 
@@ -77,7 +82,7 @@ class LocalGrid:
 @dataclass
 class GridResult:
     dataset: str
-    points: list[GridPoint]
+    points: list[GridPoint | LearnedPoint]
     rows: dict[str, list[dict]]
     """split -> one row per point: num_neurons, alpha (alpha_unpop on a two-strength grid) and every metric."""
     baselines: dict[str, dict]
@@ -92,9 +97,14 @@ class GridResult:
         return next(r for r in self.rows[split] if r["num_neurons"] == num_neurons and r["alpha"] == alpha
                     and (alpha_unpop is None or r["alpha_unpop"] == alpha_unpop))
 
+    def row_of(self, split: str, params: dict) -> dict:
+        """The split's row of the point with these parameters (any grid's columns)."""
+        return next(r for r in self.rows[split] if all(r[k] == v for k, v in params.items()))
+
     def picked(self, split: str) -> dict | None:
-        return None if self.pick is None else self.row(split, self.pick["num_neurons"], self.pick["alpha"],
-                                                       self.pick.get("alpha_unpop"))
+        if self.pick is None:
+            return None
+        return self.row_of(split, {k: v for k, v in self.pick.items() if k in POINT_KEYS})
 
 
 def _identity(ctx: SAEContext, cfg: GridStageConfig, points: list[GridPoint]) -> dict:
@@ -104,6 +114,8 @@ def _identity(ctx: SAEContext, cfg: GridStageConfig, points: list[GridPoint]) ->
            "swap_sigma": cfg.grid.swap_sigma, "max_ndcg_drop": cfg.grid.max_ndcg_drop, "metrics": METRICS}
     if cfg.grid.variant != "replace":  # the paper's grid keeps the identity it always had
         out["variant"] = cfg.grid.variant
+    if cfg.grid.variant == "learned":
+        out["learned"] = learned_identity(ctx, cfg.grid.learned)
     return out
 
 
@@ -144,17 +156,22 @@ def _write(folder: Path, result: GridResult, identity: dict, title: str, tag: st
 
 def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = False, strict_n: bool = False,
                   executor: GridExecutor | None = None, data: SequenceData | None = None,
-                  encodings: Encodings | None = None, encoder: Encoder | None = None) -> GridResult:
+                  encodings: Encodings | None = None, encoder: Encoder | None = None,
+                  fitter: Fitter | None = None) -> GridResult:
     """Score the grid of ``cfg`` (valid and/or test), pick on validation; see the module docstring.
 
-    ``strict_n``: an N above the SAE's width is an error instead of being capped.
+    ``strict_n``: an N above the SAE's width is an error instead of being capped. The learned
+    variant's deltas come from ``popsteer.stages.learned.learned_deltas`` (fitted by ``fitter``
+    where the SAE's folder does not hold them yet); its points are its lams.
     """
     ctx = load_sae_context(cfg.ref, data)
     n_latents = ctx.meta["n_latents"]
     if strict_n and max(cfg.grid.ns) > n_latents:
         raise PopSteerError(f"num_neurons must be in [0, {n_latents}] (the SAE's hidden size), got {max(cfg.grid.ns)}")
-    scores = ctx.scores()
-    points = grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas, cfg.grid.alpha_unpops)
+    learned = cfg.grid.variant == "learned"
+    scores = None if learned else ctx.scores()  # before any encoding: an unanalysed SAE writes nothing
+    points = ([LearnedPoint(float(v)) for v in cfg.grid.learned.lambdas] if learned
+              else grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas, cfg.grid.alpha_unpops))
     identity, tag = _identity(ctx, cfg, points), cfg.grid.tag
     if reuse and (found := _reused(ctx.results_dir, identity, points, tag)) is not None:
         return found
@@ -166,8 +183,10 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
                           memory.grid_bytes(len(x[s]), ctx.sae.n, len(points), K, ctx.data.n_items))
     table = ctx.base.table
     exclude = {s: ctx.data.history_csr(s) for s in splits} if table.general else {}
-    job = GridJob(str(ctx.path), ctx.sae, point_deltas(scores, points, cfg.grid.swap_sigma), table.emb, x,
-                  bias=table.bias, exclude=exclude, preserve=cfg.grid.variant == "preserve")
+    deltas = (learned_deltas(ctx, cfg.grid.learned, encodings, fitter, write=write)[0] if learned
+              else point_deltas(scores, points, cfg.grid.swap_sigma))
+    job = GridJob(str(ctx.path), ctx.sae, deltas, table.emb, x, bias=table.bias, exclude=exclude,
+                  preserve=cfg.grid.variant in ("preserve", "learned"))
     lists = (executor or LocalGrid()).topk_lists(job)
     rows, baselines = {}, {}
     for s in splits:
@@ -183,5 +202,5 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
         result.files = _write(ctx.results_dir, result, identity, ctx.path.stem, tag)
     log.info("steering grid: %d points x %d split(s); pick %s", len(points), len(splits),
              "none (no validation split)" if "valid" not in rows else "none within the NDCG limit" if pick is None
-             else f"N={pick['num_neurons']} alpha={pick['alpha']:g}")
+             else " ".join(f"{k}={v:g}" for k, v in pick.items() if k in POINT_KEYS))
     return result

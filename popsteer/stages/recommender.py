@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from popsteer.data import load_dataset
+from popsteer.data import check_catalog, load_dataset
 from popsteer.errors import PopSteerError
 from popsteer.models.encode import evaluate_model
 from popsteer.models.io import save_recommender
@@ -45,9 +45,10 @@ def _fmt(metrics: dict) -> str:
     return "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
 
 
-def recommender_stem(dataset: str, model: str = "sasrec") -> str:
-    """The seed's file name: ``SASRec-<date>-<dataset>`` (``GRU4Rec-...`` for another model)."""
-    return f"{get_model(model).recbole_class}-{checkpoint.seed_timestamp()}-{dataset}"
+def recommender_stem(dataset: str, model: str = "sasrec", tag: str = "", when: str | None = None) -> str:
+    """The seed's file name: ``SASRec-<date>-<dataset>`` (``GRU4Rec-...`` for another model); ``tag``
+    ('-2', ...) follows the date when that name is taken (``checkpoint.NewName``)."""
+    return f"{get_model(model).recbole_class}-{when or checkpoint.seed_timestamp()}{tag}-{dataset}"
 
 
 def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> RecommenderResult:
@@ -64,8 +65,10 @@ def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> 
         train = dataclasses.replace(train, stride=hp.max_len)
     if train.device != "cpu" and not torch.cuda.is_available():
         raise PopSteerError(f"--device {train.device}: no CUDA GPU is available on this machine")
-    data = load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len, cfg=cfg.data)
-    out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, recommender_stem(data.name, cfg.model))
+    data = check_catalog(load_dataset(cfg.dataset, cfg.where.data_dir, max_len=hp.max_len, cfg=cfg.data))
+    when = checkpoint.seed_timestamp()  # the start, as RecBole names it
+    target = Path(out) if out else checkpoint.NewName(Path(cfg.where.out_dir),
+                                                      lambda tag: recommender_stem(data.name, cfg.model, tag, when))
     spec = get_model(cfg.model)
     if train.trainer not in spec.trainers:
         log.info("%s has no causal all-position outputs: trained by RecBole's own trainer", spec.recbole_class)
@@ -82,8 +85,9 @@ def train_recommender(cfg: RecommenderConfig, out: str | Path | None = None) -> 
     if not kept:
         raise PopSteerError(f"no epoch of {len(history)} scored a finite valid NDCG@10 (diverged?); nothing saved")
     best_epoch, weights = kept[-1]["epoch"], kept[-1].get("kept", "raw")
-    save_recommender(out, model, data, hp, train, {"valid": valid, "test": test},
-                     {"history": history, "train_minutes": minutes, "best_epoch": best_epoch, "best_weights": weights})
+    out = save_recommender(target, model, data, hp, train, {"valid": valid, "test": test},
+                           {"history": history, "train_minutes": minutes, "best_epoch": best_epoch,
+                            "best_weights": weights})
     log.info("best valid : %s", _fmt(valid))
     log.info("test result: %s", _fmt(test))
     log.info("saved %s", out)

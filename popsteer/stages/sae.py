@@ -11,10 +11,10 @@ encoding's Parquet files in shuffled windows when larger. The validation users a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import torch
 from popsteer.data import SequenceData
 from popsteer.errors import PopSteerError
 from popsteer.sae.io import sae_meta, save_sae
-from popsteer.sae.resume import discard_state
+from popsteer.sae.resume import claim_state, discard_state
 from popsteer.sae.stream import ParquetRows
 from popsteer.sae.train import sae_report
 from popsteer.sae.train import train_sae as fit_sae
@@ -34,8 +34,12 @@ from popsteer.stages.context import load_base
 from popsteer.stages.encode import Encoder, training_parts
 from popsteer.stages.encoded import Encodings
 from popsteer.util import checkpoint, memory
+from popsteer.util.env import env_float
 
 log = logging.getLogger(__name__)
+
+STATE_EVERY_ENV = "POPSTEER_SAE_STATE_EVERY_S"
+"""Seconds between two writes of a resumable training's state (default 30)."""
 
 
 @dataclass
@@ -54,9 +58,16 @@ class SAEResult:
                 **self.report}
 
 
-def sae_stem(dataset: str, k: int, scale: int, model: str = "SASRec") -> str:
-    """The seed's SAE file name: ``SASRec_SAE-<date>-k<K>-<s>-<dataset>`` (``GRU4Rec_SAE-...`` on GRU4Rec)."""
-    return f"{model}_SAE-{checkpoint.seed_timestamp()}-k{k}-{scale}-{dataset}"
+def sae_stem(dataset: str, k: int, scale: int, model: str = "SASRec", tag: str = "", when: str | None = None) -> str:
+    """The seed's SAE file name: ``SASRec_SAE-<date>-k<K>-<s>-<dataset>`` (``GRU4Rec_SAE-...`` on GRU4Rec);
+    ``tag`` ('-2', ...) follows the date when that name is taken (``checkpoint.NewName``)."""
+    return f"{model}_SAE-{when or checkpoint.seed_timestamp()}{tag}-k{k}-{scale}-{dataset}"
+
+
+def default_out(out_dir: str | Path, dataset: str, k: int, scale: int, model: str) -> checkpoint.NewName:
+    """The default SAE checkpoint: the seed's name, made unique in ``out_dir`` when saved."""
+    when = checkpoint.seed_timestamp()
+    return checkpoint.NewName(Path(out_dir), lambda tag: sae_stem(dataset, k, scale, model, tag, when))
 
 
 def partial_state(cfg: SAEStageConfig, base_sha: str, part: str, model: str) -> Path:
@@ -78,6 +89,7 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     process died continues from the last saved epoch; the state is removed once the checkpoint is
     written. (A sweep trial is retried by Tune from its start.)
     """
+    every_s = env_float(STATE_EVERY_ENV, 30.0, low=0.0)  # a bad value is refused before any work
     base = load_base(cfg.base, cfg.where, cfg.encode, data)
     d, n = base.d, cfg.sae.hidden(base.d)
     parts = training_parts(cfg.encode, base.data.max_len)
@@ -96,32 +108,34 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     x_valid = torch.from_numpy(encodings.read(parts[1])).to(device)  # (U, d)
     torch.manual_seed(cfg.sae.seed)
     base_sha = checkpoint.file_sha256(base.path)
-    state = partial_state(cfg, base_sha, parts[0].name, base.model.recbole_class) if resumable else None
-    here: list[int] = []  # the epochs trained by this process (a resumed run trained the others before)
+    claim = claim_state(partial_state(cfg, base_sha, parts[0].name, base.model.recbole_class)) if resumable \
+        else contextlib.nullcontext(None)
+    with claim as state:  # held for the training: another run of the same settings trains without a state
+        here: list[int] = []  # the epochs trained by this process (a resumed run trained the others before)
 
-    def epoch_done(epoch: int, record: dict) -> None:
-        here.append(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
+        def epoch_done(epoch: int, record: dict) -> None:
+            here.append(epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
 
-    sae, history = fit_sae(x_train, x_valid, cfg.sae, epoch_done, state_path=state,
-                           save_every_s=float(os.environ.get("POPSTEER_SAE_STATE_EVERY_S", 30)))
-    report = sae_report(sae, x_valid)
-    ev = base.evaluator("valid")
-    with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
-        report["valid_ndcg@10_sasrec"] = ev(x_valid.cpu(), base.item_emb)["ndcg@10"]
-        report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
-    earlier = sum(r["seconds"] for r in history if r["epoch"] not in here)  # epochs of the process(es) before
-    minutes = (time.perf_counter() - t0 + earlier) / 60
-    out = Path(out) if out else checkpoint.default_path(cfg.where.out_dir, sae_stem(base.data.name, cfg.sae.k,
-                                                                                    cfg.sae.scale, base.model.recbole_class))
-    meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=base_sha,
-                    prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
-                    history=history, train_minutes=minutes, extra=extra_meta, base_model=base.model.name)
-    save_sae(out, sae.cpu(), meta)
-    if state is not None:
-        discard_state(state)
-    log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
-             report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],
-             report["valid_ndcg@10_sasrec"], out)
+        sae, history = fit_sae(x_train, x_valid, cfg.sae, epoch_done, state_path=state,
+                               save_every_s=every_s)
+        report = sae_report(sae, x_valid)
+        ev = base.evaluator("valid")
+        with torch.no_grad():  # scoring on the CPU (Evaluator.topk returns numpy)
+            report["valid_ndcg@10_sasrec"] = ev(x_valid.cpu(), base.item_emb)["ndcg@10"]
+            report["valid_ndcg@10_sae"] = ev(sae(x_valid)[0].cpu(), base.item_emb)["ndcg@10"]
+        earlier = sum(r["seconds"] for r in history if r["epoch"] not in here)  # epochs of the process(es) before
+        minutes = (time.perf_counter() - t0 + earlier) / 60
+        target = Path(out) if out else default_out(cfg.where.out_dir, base.data.name, cfg.sae.k, cfg.sae.scale,
+                                                   base.model.recbole_class)
+        meta = sae_meta(dataset=base.data.name, d=d, cfg=cfg.sae, base=base.path, base_sha256=base_sha,
+                        prefix_stride=parts[0].stride, train_mode_quirk=cfg.encode.sasrec_train_mode, report=report,
+                        history=history, train_minutes=minutes, extra=extra_meta, base_model=base.model.name)
+        out = save_sae(target, sae.cpu(), meta)
+        if state is not None:
+            discard_state(state)
+        log.info("SAE: FVU %.4f, dead %.2f%%, cosine %.4f, valid NDCG@10 %.4f (SASRec %.4f); saved %s",
+                 report["fvu"], 100 * report["dead_fraction"], report["cosine"], report["valid_ndcg@10_sae"],
+                 report["valid_ndcg@10_sasrec"], out)
     return SAEResult(str(out), len(history), minutes, report, history)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from popsteer.data import SequenceData
 from popsteer.stages.config import GridConfig, GridStageConfig, SteerConfig
-from popsteer.stages.grid import steering_grid
+from popsteer.stages.grid import POINT_KEYS, steering_grid
 from popsteer.steering.results import seed_dir
 from popsteer.util.atomic import write_csv
 
@@ -45,12 +45,12 @@ def tune_steering(cfg: GridStageConfig, data: SequenceData | None = None) -> dic
         log.warning("no grid point keeps the NDCG@10 drop within %g%% of SASRec on validation",
                     100 * cfg.grid.max_ndcg_drop)
         return out
-    tuned = {k: v for k, v in result.picked("test").items() if k not in ("num_neurons", "alpha")}
+    tuned = {k: v for k, v in result.picked("test").items() if k not in POINT_KEYS}
     test_rows = {**result.baselines["test"], "popsteer_tuned": tuned}
     write_csv(folder / "steering_tuned_test.csv", pd.DataFrame(test_rows).T)
     p = result.pick
-    log.info("tuned on valid: N=%d alpha=%g (valid Gini drop %.1f%%, NDCG drop %.1f%%); test NDCG@10 %.4f Gini@10 %.4f",
-             p["num_neurons"], p["alpha"], 100 * p["valid_gini_drop"], 100 * p["valid_ndcg_drop"],
-             tuned["ndcg@10"], tuned["gini@10"])
+    log.info("tuned on valid: %s (valid Gini drop %.1f%%, NDCG drop %.1f%%); test NDCG@10 %.4f Gini@10 %.4f",
+             " ".join(f"{k}={v:g}" for k, v in p.items() if k in POINT_KEYS), 100 * p["valid_gini_drop"],
+             100 * p["valid_ndcg_drop"], tuned["ndcg@10"], tuned["gini@10"])
     out.update(pick=p, test=test_rows)
     return out

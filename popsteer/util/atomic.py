@@ -33,12 +33,14 @@ def disk_full_error(path: str | os.PathLike, exc: BaseException) -> PopSteerErro
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched,
     so a reader never sees a half-written artifact. Running out of space (a full disk, a
-    quota, a file size limit) becomes a PopSteerError naming ``path``.
+    quota, a file size limit) becomes a PopSteerError naming ``path``. ``replace=False``
+    publishes only where no file exists (a hard link, atomic): else FileExistsError, and the
+    file there, written meanwhile by another run, stays.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +60,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        if replace:
+            os.replace(tmp_path, path)
+        else:
+            publish_new(tmp_path, path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         full = disk_full_error(path, exc)
         if full is not None:
             raise full from exc
         raise
+
+
+def publish_new(tmp: Path, path: Path) -> None:
+    """Give the finished file ``tmp`` the name ``path`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # a file system without hard links: reserve the name exclusively, then rename onto the reservation
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +22,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from popsteer.util.atomic import atomic_path
 from popsteer.errors import PopSteerError
+from popsteer.util.headers import check_header
 
 FORMAT = "popsteer/1"
 
@@ -33,14 +36,46 @@ def default_path(out_dir: str | os.PathLike, stem: str) -> Path:
     return Path(out_dir) / f"{stem}.safetensors"
 
 
-def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write tensors + JSON metadata atomically; returns the path."""
-    path = Path(path)
+@dataclass(frozen=True)
+class NewName:
+    """A default checkpoint name that never replaces a file: ``<folder>/<stem(tag)>.safetensors`` with the
+    first free tag of '', '-2', '-3', ... (two runs finishing in the same second get two files)."""
+
+    folder: Path
+    stem: Callable[[str], str]
+
+    def candidates(self) -> Iterator[Path]:
+        for i in range(1, MAX_TAGS + 1):
+            yield default_path(self.folder, self.stem("" if i == 1 else f"-{i}"))
+
+
+MAX_TAGS = 10_000
+
+
+def save(path: str | os.PathLike | NewName, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write tensors + JSON metadata atomically; returns the path written.
+
+    A path (the user's ``--out``, a sweep trial's own file) is replaced if it exists; a ``NewName``
+    takes its first free name, never replacing a file (checked at the rename, so runs racing
+    for one name each get their own).
+    """
     meta = dict(meta, format=FORMAT)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata={"popsteer": json.dumps(meta)})
-    return path
+    if not isinstance(path, NewName):
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            save_file(clean, str(tmp), metadata={"popsteer": json.dumps(meta)})
+        return path
+    for candidate in path.candidates():
+        if candidate.exists():
+            continue
+        try:
+            with atomic_path(candidate, replace=False) as tmp:
+                save_file(clean, str(tmp), metadata={"popsteer": json.dumps(meta)})
+        except FileExistsError:
+            continue  # another run took this name meanwhile
+        return candidate
+    raise PopSteerError(f"{path.folder}: {MAX_TAGS} checkpoints named {path.stem('')} already; clean the folder")
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -61,9 +96,10 @@ def read_meta(path: str | os.PathLike) -> dict:
     if raw is None:
         raise PopSteerError(f"{path} is a safetensors file but not a PopSteer checkpoint (no popsteer metadata)")
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError:
         raise PopSteerError(f"checkpoint {path} has corrupt metadata") from None
+    return check_header(meta, f"checkpoint {path}")
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -80,6 +116,21 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, to
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise PopSteerError(f"checkpoint {path}: tensor '{name}' has NaN or infinite values")
     return tensors, meta
+
+
+def check_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+                  what: str) -> None:
+    """Every tensor ``what`` needs is there with its shape, and no other: else one line naming the tensor."""
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise PopSteerError(f"checkpoint {path}: no tensor '{name}' (of shape {tuple(shape)}, {what})")
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise PopSteerError(f"checkpoint {path}: tensor '{name}' has shape {tuple(tensors[name].shape)}, "
+                                f"{what} needs {tuple(shape)}")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise PopSteerError(f"checkpoint {path}: unexpected tensor '{extra[0]}' of shape {tuple(tensors[extra[0]].shape)} "
+                            f"({what} has no such tensor)")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -104,3 +104,24 @@ def validate(cls: type[T], values: Any, source: str, where: str = "") -> T:
         raise PopSteerError(f"{prefix}{describe(exc.errors()[0], where)}") from None
     except PopSteerError as exc:  # a range check of a __post_init__
         raise PopSteerError(f"{prefix}{exc}") from None
+
+
+SEED_MAX = 2**32 - 2
+"""Seeds are in [0, 2**32 - 2]: numpy's generators take < 2**32, and some stages use seed + 1."""
+
+
+def check_at_most(obj: Any, limits: dict[str, float], prefix: str = "") -> None:
+    """Each named field (when set) is a finite number <= its limit: else ``<prefix><field> must be <= hi``."""
+    for name, hi in limits.items():
+        value = getattr(obj, name)
+        if value is not None and not (value <= hi and value == value):
+            shown = f"{int(hi)}" if float(hi).is_integer() else f"{hi:g}"
+            raise PopSteerError(f"{prefix}{name} must be <= {shown}, got {value}")
+
+
+def check_seeds(obj: Any, *names: str, prefix: str = "") -> None:
+    """Each named field is a seed in [0, SEED_MAX]."""
+    for name in names:
+        value = getattr(obj, name)
+        if not 0 <= value <= SEED_MAX:
+            raise PopSteerError(f"{prefix}{name} must be in [0, {SEED_MAX}], got {value}")

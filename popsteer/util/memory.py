@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from popsteer.errors import PopSteerError
+from popsteer.util.env import env_float
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,9 @@ def _cgroup_limit() -> int | None:
 
 def available_bytes() -> int:
     """Memory this process can still allocate: ``$POPSTEER_MEMORY_GB``, else MemAvailable (capped by a cgroup limit)."""
-    if os.environ.get(ENV):
-        try:
-            return int(float(os.environ[ENV]) * 1e9)
-        except ValueError:
-            raise PopSteerError(f"environment variable {ENV} must be a number of GB, got {os.environ[ENV]!r}") from None
+    override = env_float(ENV, 0.0, above=0.0, what="a number of GB")
+    if override:
+        return int(override * 1e9)
     avail = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -7,12 +7,14 @@ stay quiet unless forced.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Iterable, TypeVar
 
 from tqdm import tqdm
+
+from popsteer.util.env import env_flag
+from popsteer.util.logs import begin_work
 
 ENV = "POPSTEER_PROGRESS"
 _clock = time.perf_counter  # EpochLog's clock (a test replaces it)
@@ -21,11 +23,9 @@ T = TypeVar("T")
 
 def enabled() -> bool:
     """Whether bars are drawn: ``$POPSTEER_PROGRESS`` (1/0) else whether stderr is a TTY."""
-    forced = os.environ.get(ENV, "").strip().lower()
-    if forced in ("1", "true", "yes", "on"):
-        return True
-    if forced in ("0", "false", "no", "off"):
-        return False
+    forced = env_flag(ENV)
+    if forced is not None:
+        return forced
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
@@ -35,6 +35,7 @@ def enabled() -> bool:
 def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it",
              leave: bool = True, **kwargs) -> tqdm:
     """A tqdm bar on stderr (a no-op bar when disabled). Give ``total`` for an ETA on generators."""
+    begin_work()  # the long work begins: an entry point's held log lines are shown (popsteer.util.logs)
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=sys.stderr,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from popsteer.errors import PopSteerError
+from popsteer.util.env import env_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_ROOTS = "POPSTEER_ALLOWED_ROOTS"
@@ -22,12 +23,12 @@ ENV_ROOTS = "POPSTEER_ALLOWED_ROOTS"
 
 def project_root() -> Path:
     """Where relative config paths resolve: ``$POPSTEER_ROOT``, else the current directory."""
-    return Path(os.environ.get("POPSTEER_ROOT") or os.getcwd())
+    return Path(env_text("POPSTEER_ROOT") or os.getcwd())
 
 
 def base_roots() -> list[Path]:
     """The project folder, the repository and the operator's ``$POPSTEER_ALLOWED_ROOTS``."""
-    extra = [Path(p) for p in os.environ.get(ENV_ROOTS, "").split(os.pathsep) if p.strip()]
+    extra = [Path(p) for p in (env_text(ENV_ROOTS) or "").split(os.pathsep) if p.strip()]
     return [project_root(), REPO_ROOT, *extra]
 
 

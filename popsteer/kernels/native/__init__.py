@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from popsteer.util.env import env_flag, env_text
+
 log = logging.getLogger(__name__)
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("row_topk.c", "sparse_rows.c"))
@@ -44,7 +46,7 @@ _forced_off = False
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("POPSTEER_NATIVE_CACHE") or Path.home() / ".cache" / "popsteer" / "native")
+    return Path(env_text("POPSTEER_NATIVE_CACHE") or Path.home() / ".cache" / "popsteer" / "native")
 
 
 def _cpu_id() -> str:
@@ -117,7 +119,7 @@ def _load() -> ctypes.CDLL | None:
         if "lib" in _state:
             return _state["lib"]  # type: ignore[return-value]
         lib = None
-        if os.environ.get("POPSTEER_NATIVE", "1") == "0":
+        if not env_flag("POPSTEER_NATIVE", True):
             log.info("POPSTEER_NATIVE=0: native kernels off, torch.topk scores")
         else:
             cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")

@@ -1,0 +1,52 @@
+"""The typed config of learned steering (docs/METHOD.md §4b): the grid stage's ``GridConfig.learned``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from popsteer.errors import PopSteerError
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_choices
+
+DEFAULT_LAMBDAS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+@dataclass
+class LearnedConfig:
+    """Learned steering (docs/METHOD.md §4b): delta fitted on the training prefixes, one fit per lam."""
+
+    __pydantic_config__ = CONFIG
+
+    lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
+    """Weights of the exposure-concentration term against the next-item cross-entropy; one grid point each."""
+    tau: float = 0.25
+    """Temperature of the exposure softmax (smaller: closer to the top of each list), in (0, 10]."""
+    steps: int = 300
+    """Adam steps per fit, in [1, 100000]."""
+    batch_size: int = 1024
+    """Training pairs per step, in [1, 65536]."""
+    lr: float = 0.02
+    """Adam learning rate, in (0, 1]."""
+    l1: float = 0.0
+    """L1 penalty on delta (fewer moved neurons), >= 0."""
+    init: Literal["zero", "eq4"] = "zero"
+    """Start from delta = 0, or from Eq. 4's delta at N = 4096, alpha = 1.5."""
+    seed: int = DEFAULT_SEED
+    """Seeds the order of the training pairs."""
+
+    def __post_init__(self) -> None:
+        check_choices(self, "learned ")
+        if not self.lambdas or not all(math.isfinite(v) and 0 <= v <= 1e6 for v in self.lambdas):
+            raise PopSteerError(f"learned lambdas must be numbers in [0, 1e6], got {self.lambdas}")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise PopSteerError(f"learned lambdas must differ from each other, got {self.lambdas}")
+        for name, lo, hi in (("tau", 0, 10), ("lr", 0, 1)):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and lo < v <= hi):
+                raise PopSteerError(f"learned {name} must be in ({lo}, {hi}], got {v}")
+        for name, hi in (("steps", 100_000), ("batch_size", 65_536)):
+            if not 1 <= getattr(self, name) <= hi:
+                raise PopSteerError(f"learned {name} must be in [1, {hi}], got {getattr(self, name)}")
+        if not (math.isfinite(self.l1) and self.l1 >= 0):
+            raise PopSteerError(f"learned l1 must be a finite number >= 0, got {self.l1}")
