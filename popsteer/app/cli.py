@@ -14,7 +14,7 @@ from typing import Callable
 
 from popsteer.app import commands
 from popsteer.app.flags import Flag, add_flags, config_from
-from popsteer.errors import PopSteerError
+from popsteer.errors import PopSteerError, path_error
 from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
@@ -140,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
     except PopSteerError as exc:
         drop_held()  # a refused run prints its one line
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if (err := path_error(exc)) is None:  # a fault, not a bad name: its traceback is the report
+            raise
+        drop_held()
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         begin_work()

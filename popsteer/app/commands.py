@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from popsteer.errors import PopSteerError
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
 from popsteer.stages import config_browse as B
@@ -125,6 +126,10 @@ def run_plain(args: argparse.Namespace) -> dict | None:
         check_folder("--data-dir", args.data_dir)  # before any download or conversion
     if args.cmd == "status":
         from popsteer.app.status import status_text
+
+        for flag, folder in (("--out-dir", args.out_dir), ("--data-dir", args.data_dir)):
+            if Path(folder).exists() and not Path(folder).is_dir():  # else "(none)" would read as an empty folder
+                raise PopSteerError(f"{flag} {folder}: is a file, not a folder")
 
         print(status_text(args.dataset, args.data_dir, args.out_dir))
         return None

@@ -168,6 +168,8 @@ def _config_from(cls: type, ns: argparse.Namespace, flags: list[Flag], prefix: s
             value = _value(ns, given[path])
             if value is None and given[path].action == "append":
                 continue
+            if value == "" or (isinstance(value, list) and "" in value):  # e.g. -p "$SAE" with SAE unset
+                raise PopSteerError(f"{given[path].flag_names()[0]} is empty: give a value")
             kwargs[f.name] = value
         elif any(p.startswith(path + ".") for p in given):
             kwargs[f.name] = _config_from(_hints(cls)[f.name], ns, flags, path + ".")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from popsteer.errors import PopSteerError
+from popsteer.errors import PopSteerError, path_error
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
 from popsteer.util import memory
@@ -63,10 +63,24 @@ def command_outputs(cfg) -> list[Output]:
     for flag, value in (("--out", getattr(cfg, "out", None)),):
         if isinstance(value, str) and value:
             path = Path(value)
-            if path.is_dir():
+            try:
+                is_dir = path.is_dir()
+            except OSError as exc:  # a name too long
+                if (err := path_error(exc)) is None:
+                    raise
+                raise PopSteerError(f"{flag} {err}") from None
+            if is_dir:
                 raise PopSteerError(f"{flag} {value}: is a folder, expected a file name")
             outs.append(Output(flag, path.parent, given=value))
+    for flag, value in FOLDER_FIELDS.get(type(cfg).__name__, ()):  # folders a command creates or fills
+        folder = getattr(cfg, value, None)
+        if isinstance(folder, str) and folder:
+            outs.append(Output(flag, Path(folder)))
     return outs
+
+
+FOLDER_FIELDS = {"BrowseConfig": (("--out", "site"),), "ReportConfig": (("--sections", "sections"),)}
+"""Output folders named by a field other than Workspace's: (flag, field) per config class."""
 
 
 def check_outputs(cfg) -> None:

@@ -26,11 +26,11 @@ def translate(argv: list[str]) -> list[str] | str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv in ([], ["-h"], ["--help"]):
+    if argv in (["-h"], ["--help"]):
         print(__doc__.strip() + "\n\nmodes: " + ", ".join(MODES))
-        return 0 if argv else 2
+        return 0
     translated = translate(argv)
-    if isinstance(translated, str):
-        print(f"error: {translated}", file=sys.stderr)
+    if isinstance(translated, str):  # no mode at all included: one error line, as for any bad input
+        print(f"error: {translated} (see run.py --help)", file=sys.stderr)
         return 2
     return run(build_parser().parse_args(translated))

@@ -12,7 +12,7 @@ import os
 import sys
 
 from popsteer.app.cli import _Parser
-from popsteer.errors import PopSteerError
+from popsteer.errors import PopSteerError, path_error
 from popsteer.platform.sweep_file import load_spec
 from popsteer.platform.sweep import STAGES, SweepInterrupted, _json_default, run_sweep
 from popsteer.util.env import check_environment
@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m popsteer.sweep", 
         drop_held()
         print(f"error: {exc}", file=sys.stderr)
         return 130 if isinstance(exc, SweepInterrupted) else 2
+    except OSError as exc:
+        if (err := path_error(exc)) is None:
+            raise
+        drop_held()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         begin_work()
         print("error: interrupted (run the same command again to resume)", file=sys.stderr)

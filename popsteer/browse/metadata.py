@@ -94,6 +94,8 @@ def _found_tags(folders: list[Path]):
 
 
 def _read_tags_csv(path: Path) -> pd.DataFrame:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or a device would block
+        raise PopSteerError(f"the tags file {path} is not a regular file")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -110,7 +112,7 @@ def _to_internal(raw: pd.DataFrame, data: SequenceData, where: str, strict: bool
     known = ids.notna() & (raw["tag"] != "")
     if strict and not known.any():
         raise PopSteerError(f"{where}: none of its item_id values is an item of dataset '{data.name}' (item_id must "
-                            f"be the raw token, e.g. {data.item_tokens[1]!r})")
+                            f"be the raw token, e.g. {str(data.item_tokens[1])!r})")
     if (~known).any():
         log.info("%s: %d of %d rows name no item of %s (filtered out) or no tag", where, int((~known).sum()),
                  len(raw), data.name)

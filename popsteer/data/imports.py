@@ -55,7 +55,7 @@ def sequence_lines(path: Path) -> Iterator[tuple[int, str, list[str]]]:
                     continue
                 if blank is not None:
                     raise PopSteerError(f"{path}:{blank}: empty line in the middle of the file")
-                bad = next((p for p in parts if not p.isdigit()), None)
+                bad = next((p for p in parts if not (p.isascii() and p.isdigit())), None)  # not '١' or '²'
                 if bad is not None:
                     raise PopSteerError(f"{path}:{number}: {_id_problem(bad)} (expected `user item item ...`, "
                                         "ids are whole numbers >= 0)")
@@ -77,6 +77,8 @@ def _id_problem(token: str) -> str:
         value = float(token)
     except ValueError:
         return f"non-numeric id {shown}"
+    if not token.isascii():
+        return f"id {shown} is not written in the digits 0-9"
     if value < 0:
         return f"negative id {shown}"
     return f"id {shown} is not a whole number" if "." in token or "e" in token.lower() else f"bad id {shown}"
@@ -132,7 +134,8 @@ def import_dataset(path: str | Path, name: str, data_dir: str | Path, fmt: str =
     if fmt not in FORMATS:
         raise PopSteerError(f"unknown format '{fmt}': choose {', '.join(FORMATS)}")
     if not path.is_file():
-        raise PopSteerError(f"{path} not found")
+        what = "not found" if not path.exists() else "is a folder" if path.is_dir() else "is not a regular file"
+        raise PopSteerError(f"{path} {what}: give the interaction file")
     if not name or "/" in name or name.startswith("."):
         raise PopSteerError(f"--name must be a plain folder name, got {name!r}")
     if fmt == "seq":
@@ -141,6 +144,8 @@ def import_dataset(path: str | Path, name: str, data_dir: str | Path, fmt: str =
         frame = read_csv_file(path, user_col, item_col, time_col, sep)
     else:
         frame = read_atomic_inter(path)  # the whole file parsed: a bad one is refused before copying
+    if frame.empty:  # never an empty dataset, nor one written over a good one
+        raise PopSteerError(f"{path}: no interactions (only a header?); nothing written")
     folder = Path(data_dir) / name
     dest = folder / (f"{name}.inter.gz" if fmt == "inter" and path.suffix == ".gz" else f"{name}.inter")
     with made_folder(folder):

@@ -16,6 +16,7 @@ values are the operator's and not checked. Reading the file: ``popsteer.platform
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,16 @@ EPOCH_METRICS = ("valid_loss", "valid_fvu", "valid_auxk", "train_loss", "train_f
 """Metrics every trial report carries (the sweep's ``metric`` must be one of them)."""
 
 
+def check_amounts(where: str, obj, positive: tuple[str, ...] = (), nonneg: tuple[str, ...] = ()) -> None:
+    """Resource amounts and scheduler settings of ``obj``: finite, and > 0 (``positive``) or >= 0 (``nonneg``);
+    None is unset. Ray and Tune would refuse them later, mid-sweep, with a traceback."""
+    for name in (*positive, *nonneg):
+        value = getattr(obj, name)
+        if value is not None and not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
+            raise PopSteerError(f"{where}{name} must be a finite number {'> 0' if name in positive else '>= 0'}, "
+                                f"got {value}")
+
+
 @dataclass
 class TrainRecommenderSpec(TrainConfig):
     """Train the base SASRec first (``TrainConfig``'s keys), cached under ``<storage>/<name>/recommender``."""
@@ -42,6 +53,10 @@ class TrainRecommenderSpec(TrainConfig):
     """The CI-sized SASRec (1 layer, 1 head, hidden 32, inner 64, max length 20)."""
     cpus: float | None = None
     """CPUs of the Ray task that trains it (its torch threads); default all CPUs of the largest node, at most 8."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_amounts("train_recommender.", self, positive=("cpus",))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
@@ -64,8 +79,7 @@ class EncodeSpec(EncodeConfig):
         super().__post_init__()
         if self.actors < 1:
             raise PopSteerError(f"encode.actors must be >= 1, got {self.actors}")
-        if not self.cpus_per_actor > 0:
-            raise PopSteerError(f"encode.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        check_amounts("encode.", self, positive=("cpus_per_actor",), nonneg=("gpus_per_actor",))
 
 
 @dataclass
@@ -107,6 +121,7 @@ class ResourcesSpec:
     gpu: float = 0.0
 
     def __post_init__(self) -> None:
+        check_amounts("resources.", self, nonneg=("cpu", "gpu"))
         if self.cpu < 0 or self.gpu < 0 or self.cpu + self.gpu <= 0:
             raise PopSteerError(f"resources need cpu >= 0, gpu >= 0 and some of either, got cpu={self.cpu} gpu={self.gpu}")
 
@@ -124,6 +139,11 @@ class SchedulerSpec:
     """ASHA: keep 1 / reduction_factor of the trials at each rung."""
     max_t: int | None = None
     """ASHA: the last rung (epochs); default the largest max_epochs."""
+
+    def __post_init__(self) -> None:
+        check_amounts("scheduler.", self, positive=("grace_period", "max_t"))
+        if not (math.isfinite(self.reduction_factor) and self.reduction_factor > 1):
+            raise PopSteerError(f"scheduler.reduction_factor must be > 1, got {self.reduction_factor}")
 
 
 @dataclass
@@ -159,6 +179,7 @@ class SteeringSpec(GridConfig):
         super().__post_init__()
         if self.evaluators < 1:
             raise PopSteerError("stages.steering needs evaluators >= 1")
+        check_amounts("stages.steering.", self, positive=("cpus_per_evaluator",), nonneg=("gpus_per_evaluator",))
 
 
 @dataclass
@@ -230,6 +251,7 @@ class SweepSpec:
             raise PopSteerError(f"metric '{self.metric}' is not reported every epoch: choose one of {', '.join(EPOCH_METRICS)}")
         if self.num_samples < 1 or self.max_failures < 0:
             raise PopSteerError("num_samples must be >= 1 and max_failures >= 0")
+        check_amounts("", self, positive=("max_concurrent_trials",))
 
     @property
     def experiment_dir(self) -> Path:

@@ -29,6 +29,10 @@ def read_labels(folder: Path, sae_sha256: str | None = None) -> pd.DataFrame | N
         labels = pd.read_csv(folder / LABELS_FILE, keep_default_na=False)
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict) or not {"neuron", "label"} <= set(labels.columns):  # an edited file
+        log.warning("%s lacks the columns neuron,label (or its record is not a mapping): not used",
+                    folder / LABELS_FILE)
+        return None
     if sae_sha256 is not None and meta.get("sae_sha256") != sae_sha256:
         log.warning("%s belongs to another SAE: not used", folder / LABELS_FILE)
         return None

@@ -99,6 +99,9 @@ def triton_flag() -> str:
     flag = env_text(TRITON_ENV) or ""
     if flag == "1" and not _kernels().TRITON_AVAILABLE:
         raise TritonFlagError("environment variable POPSTEER_TRITON=1 but triton is not installed")
+    if flag == "1" and env_text("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        raise TritonFlagError("environment variable POPSTEER_TRITON=1 needs a CUDA GPU (none here); unset it, "
+                              "or set TRITON_INTERPRET=1 to run the kernel on the CPU")
     if flag not in ("", "0", "1"):
         raise TritonFlagError(f"environment variable POPSTEER_TRITON must be 0, 1 or unset, got {flag!r}")
     return flag

@@ -7,7 +7,6 @@ sweep file embeds them (``popsteer.platform.spec``), so every default is stated 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,12 +15,12 @@ from popsteer.errors import PopSteerError
 from popsteer.models.config import TrainConfig
 from popsteer.models.registry import get_model
 from popsteer.sae.model import SAEConfig
+from popsteer.stages.config_checks import SPLITS, check_device, check_grid, check_import_out, check_probe
 from popsteer.stages.config_learned import LearnedConfig
 from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
 from popsteer.steering.steer import check_strength
 from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_at_most, check_choices, check_seeds
 
-SPLITS = ("valid", "test")
 ALPHA_MAX = 1e3
 """The largest steering strength alpha (a sigma multiple; the paper's grid stops at 4)."""
 N_MAX = 1 << 20
@@ -119,6 +118,9 @@ class ImportConfig:
     """Refuse a checkpoint of another model (default: the model its config names)."""
     where: Workspace = field(default_factory=Workspace)
 
+    def __post_init__(self) -> None:
+        check_import_out(self.path, self.out)
+
 
 @dataclass
 class SAEStageConfig:
@@ -132,7 +134,10 @@ class SAEStageConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     where: Workspace = field(default_factory=Workspace)
     device: str = "cpu"
-    """Where the SAE trains (cpu or cuda)."""
+    """Where the SAE trains (cpu, cuda or cuda:N)."""
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
 
 @dataclass
@@ -208,17 +213,7 @@ class GridConfig:
         return ("-preserve" if self.variant == "preserve" else "") + ("-2d" if self.alpha_unpops is not None else "")
 
     def __post_init__(self) -> None:
-        if not self.ns or not self.alphas:
-            raise PopSteerError("the steering grid needs at least one N and one alpha")
-        if self.alpha_unpops is not None and not (
-                self.alpha_unpops and all(math.isfinite(a) and a >= 0 for a in self.alpha_unpops)):
-            raise PopSteerError(f"stages.steering.alpha_unpops must be finite numbers >= 0, got {self.alpha_unpops}")
-        if min(self.ns) < 1:
-            raise PopSteerError(f"stages.steering.ns must all be >= 1, got {self.ns}")
-        if not all(math.isfinite(a) and a >= 0 for a in self.alphas):
-            raise PopSteerError(f"stages.steering.alphas must all be finite and >= 0, got {self.alphas}")
-        if not self.splits or any(s not in SPLITS for s in self.splits):
-            raise PopSteerError(f"grid splits must be valid and/or test, got {self.splits}")
+        check_grid(self, N_MAX, ALPHA_MAX)
 
 
 @dataclass
@@ -295,3 +290,4 @@ class PipelineConfig:
         check_strength(self.num_neurons, self.alpha)
         check_at_most(self, {"num_neurons": N_MAX, "alpha": ALPHA_MAX})
         check_seeds(self, "seed")
+        check_probe(self.recommender.model, self.probe)

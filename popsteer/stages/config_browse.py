@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from popsteer.errors import PopSteerError
 from popsteer.stages.config import SAERef
-from popsteer.util.configs import CONFIG, DEFAULT_SEED
+from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_seeds
 
 
 @dataclass
@@ -31,7 +31,7 @@ class BrowseConfig:
     users: int = 20
     """Users shown before and after steering (a seeded sample of the test users)."""
     seed: int = DEFAULT_SEED
-    """Seed of the user sample."""
+    """Seed of the user sample, in [0, 2**32 - 2]."""
     fdr: float = 0.05
     """Benjamini-Hochberg level of the concept labels: a tag labels a neuron when its q-value is below it."""
     min_tag_items: int = 3
@@ -50,3 +50,4 @@ class BrowseConfig:
             raise PopSteerError(f"--min-tag-items must be >= 1, got {self.min_tag_items}")
         if not self.site.strip():
             raise PopSteerError("--out must name a folder")
+        check_seeds(self, "seed", prefix="--")

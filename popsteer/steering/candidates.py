@@ -6,7 +6,7 @@ For a group of deltas (the grid points), each column's steered value lies betwee
 of the group, so each of those top-(K+1) columns has an upper bound >= T: the candidate
 columns (upper bound >= T; ~300 of 4096 per row on average for ML-1M's 56 points) are all that is ranked per
 point. Rows whose top-(K+1) holds a tie are redone by ``popsteer.sae.topk``'s eager path on the
-whole row, so the result equals ``_eager_topk_relu_sparse(h + delta, K)`` exactly.
+whole row, so the result equals ``topk_relu_sparse(h + delta, K)`` (the one TopK entry point) exactly.
 
 Rows are ranked in buckets of similar candidate counts, each padded only to its own widest
 row (one row with 500 candidates would otherwise pad every row of the chunk to 500).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from popsteer.sae.topk import _eager_topk_relu_sparse, relu
+from popsteer.sae.topk import relu, topk_relu_sparse
 
 
 class CandidateTopK:
@@ -64,5 +64,5 @@ class CandidateTopK:
         for g, r in tied:  # ties decide set or order: the eager path on whole rows
             for gi in g.unique().tolist():
                 rr = r[g == gi]
-                values[gi, rr], indices[gi, rr] = _eager_topk_relu_sparse(self.h[rr] + deltas[gi], k)
+                values[gi, rr], indices[gi, rr] = topk_relu_sparse(self.h[rr] + deltas[gi], k)
         return values, indices

@@ -61,6 +61,7 @@ def save(path: str | os.PathLike | NewName, tensors: dict[str, torch.Tensor], me
     """
     meta = dict(meta, format=FORMAT)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    check_finite(default_path(path.folder, path.stem("")) if isinstance(path, NewName) else path, clean, "not written")
     if not isinstance(path, NewName):
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -80,11 +81,15 @@ def save(path: str | os.PathLike | NewName, tensors: dict[str, torch.Tensor], me
 
 def read_meta(path: str | os.PathLike) -> dict:
     """The JSON metadata of a PopSteer checkpoint, with clear errors for anything else."""
+    if not str(path).strip():
+        raise PopSteerError("checkpoint path is empty: give a .safetensors file")
     path = Path(path)
     if not path.exists():
         raise PopSteerError(f"checkpoint {path} not found")
     if path.is_dir():
         raise PopSteerError(f"checkpoint {path} is a folder, expected a .safetensors file")
+    if not path.is_file():  # a FIFO or a device would block or stream forever
+        raise PopSteerError(f"checkpoint {path} is not a regular file, expected a .safetensors file")
     if path.suffix in (".pth", ".pt", ".pkl", ".ckpt"):
         raise PopSteerError(f"{path} is a pickle checkpoint; import it first: "
                             "popsteer import-checkpoint PATH --dataset NAME --trust-pickle")
@@ -112,10 +117,16 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, to
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise PopSteerError(f"checkpoint {path} is corrupt ({exc})") from None
+    check_finite(path, tensors)
+    return tensors, meta
+
+
+def check_finite(path, tensors: dict[str, torch.Tensor], then: str = "") -> None:
+    """Every floating tensor is finite: a NaN is never loaded, nor written over a good file."""
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise PopSteerError(f"checkpoint {path}: tensor '{name}' has NaN or infinite values")
-    return tensors, meta
+            raise PopSteerError(f"checkpoint {path}: tensor '{name}' has NaN or infinite values"
+                                + (f"; {then}" if then else ""))
 
 
 def check_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],

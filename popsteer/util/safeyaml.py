@@ -5,7 +5,8 @@ A sweep file is data from whoever wrote it. YAML anchors and aliases (``&a``, ``
 every later step that walks the values (validation, JSON, logging) expands it into gigabytes.
 PopSteer's files never need them, so ``load_yaml`` refuses any anchor or alias at the first one
 it meets, before a single value is built, as well as a file over ``MAX_BYTES`` or nested deeper
-than ``MAX_DEPTH``. Every refusal is one ``PopSteerError`` naming the source and the line.
+than ``MAX_DEPTH``, and a mapping that gives a key twice (YAML would keep the last silently).
+Every refusal is one ``PopSteerError`` naming the source and the line.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class _PlainLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 (PyYAML's hook)
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _Refused(key_node.start_mark.line + 1,
+                               f"key {key!r} given twice (first on line {seen[key]}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(text: str, source: str) -> Any:

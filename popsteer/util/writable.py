@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from popsteer.errors import PopSteerError
+from popsteer.errors import PopSteerError, path_error
 from popsteer.util import memory
 
 MIN_FREE_BYTES = 16 << 20
@@ -45,7 +45,12 @@ def check_output(out: Output) -> None:
     """One ``PopSteerError`` line unless ``out.folder`` can hold ``out.need`` new bytes."""
     folder = Path(os.path.abspath(os.path.expanduser(str(out.folder))))
     shown = out.given or str(out.folder)
-    blocker = _through_file(folder)
+    try:
+        blocker = _through_file(folder)
+    except OSError as exc:  # a name too long
+        if (err := path_error(exc)) is None:
+            raise
+        raise PopSteerError(f"{out.flag} {err}") from None
     if blocker is not None:
         what = "is a file" if blocker == folder and out.given is None else f"runs through the file {blocker}"
         raise PopSteerError(f"{out.flag} {shown}: {what}, not a folder")
@@ -60,8 +65,6 @@ def check_output(out: Output) -> None:
     if free < out.need:
         raise PopSteerError(f"{out.flag} {shown}: {memory.gb(free)} free on its disk, this command writes "
                             f"about {memory.gb(out.need)}; free some space or choose another folder")
-
-
 
 
 def check_folder(flag: str, folder: str | os.PathLike) -> None:
