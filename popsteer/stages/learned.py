@@ -89,11 +89,19 @@ class Fitter(Protocol):
 
 
 class LocalFitter:
-    """Every lam in this process, one after the other."""
+    """Every lam in this process, one after the other (``chunk = 1``: each fit is kept as soon as it is done,
+    so a killed run loses at most one)."""
+
+    chunk = 1
+
+    def __init__(self) -> None:
+        self._pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SAE path -> its training pairs, read once
 
     def fit(self, ctx: SAEContext, cfg: LearnedConfig, lams: list[float], encodings: Encodings | None) -> list[dict]:
-        pairs = training_pairs(ctx, encodings)
-        return [fit_one(ctx, cfg, lam, pairs) for lam in lams]
+        key = str(ctx.path)
+        if key not in self._pairs:
+            self._pairs = {key: training_pairs(ctx, encodings)}
+        return [fit_one(ctx, cfg, lam, self._pairs[key]) for lam in lams]
 
 
 def identity(ctx: SAEContext, cfg: LearnedConfig) -> dict:
@@ -128,10 +136,13 @@ def learned_deltas(ctx: SAEContext, cfg: LearnedConfig, encodings: Encodings | N
     if todo:
         log.info("learned steering: fitting %d delta(s) (lam %s) on the training pairs", len(todo),
                  ", ".join(f"{v:g}" for v in todo))
-        for fit in (fitter or LocalFitter()).fit(ctx, cfg, todo, encodings):
-            known[fit["lam"]] = fit
-        if write:
-            _save(folder, ident, known)
+        fitter = fitter or LocalFitter()
+        step = getattr(fitter, "chunk", None) or len(todo)  # the platform's Tune trials run all at once
+        for i in range(0, len(todo), step):
+            for fit in fitter.fit(ctx, cfg, todo[i : i + step], encodings):
+                known[fit["lam"]] = fit
+            if write:
+                _save(folder, ident, known)
     fits = [{"lam": float(lam), **{k: known[float(lam)][k] for k in ("history", "seconds")}} for lam in cfg.lambdas]
     deltas = torch.stack([torch.as_tensor(known[float(lam)]["delta"], dtype=torch.float32) for lam in cfg.lambdas])
     return deltas, fits
