@@ -479,8 +479,9 @@ def run_case(case: Case, argv: list[str], env: dict[str, str], cwd: Path, capsys
 CLEAN_ENV = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "POPSTEER_TRITON", "POPSTEER_ROOT")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, monkeypatch, capsys):
+def prepare(case, ctx: Ctx, tmp_path: Path, monkeypatch, clean_env: tuple[str, ...], env_in_process: bool):
+    """A case's work folder, its formatted argv and environment, and the snapshot of what must not change:
+    (work folder, values, argv, env, roots, before). Every round's table runs through this and ``check``."""
     w = tmp_path / "work"
     for folder in ("datasets", "saved"):
         (w / folder).mkdir(parents=True)
@@ -489,27 +490,44 @@ def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, monkeypatch, capsys):
         case.setup(w, ctx)
     argv = [a.format(**values) for a in case.argv]
     env = {k: v.format(**values) for k, v in case.env}
-    for name in CLEAN_ENV:
+    for name in clean_env:
         monkeypatch.delenv(name, raising=False)
-    if not case.entry.startswith("sub-"):
+    if env_in_process:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
+    if getattr(case, "patch", None):
+        case.patch(monkeypatch)
     monkeypatch.chdir(w)
     roots = (w, ctx["fx"])
-    before = snapshot(*roots)
-    capsys.readouterr()
+    return w, values, argv, env, roots, snapshot(*roots)
 
-    code, stderr = run_case(case, argv, env, w, capsys)
 
+def check(code: int, stderr: str, expect, values: dict, roots, before: dict, only_line: bool = False,
+          absent=()) -> None:
+    """Exit 2, one ``error:`` line holding every ``expect`` part (``only_line``: stderr is that line alone), no
+    traceback, and nothing under ``roots`` new, changed or removed."""
     assert code == 2, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, stderr[-3000:]
-    for part in case.expect:
+    if only_line:
+        assert stderr.splitlines() == errors, stderr[-3000:]  # the one line, no log line before it
+    for part in expect:
         assert part.format(**values) in errors[0], errors[0]
+    for word in absent:
+        assert word not in errors[0], errors[0]
     after = snapshot(*roots)
     assert after == before, {"new or changed": sorted(k for k in after if after[k] != before.get(k)),
                              "removed": sorted(set(before) - set(after))}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, monkeypatch, capsys):
+    w, values, argv, env, roots, before = prepare(case, ctx, tmp_path, monkeypatch, CLEAN_ENV,
+                                                  not case.entry.startswith("sub-"))
+    capsys.readouterr()
+    code, stderr = run_case(case, argv, env, w, capsys)
+    check(code, stderr, case.expect, values, roots, before)
 
 
 def test_enough_cases():

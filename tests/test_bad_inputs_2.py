@@ -22,8 +22,8 @@ from typing import Callable
 import pytest
 
 from cli_util import ROOT
-from test_bad_inputs import (HEADER, Ctx, Setup, both, dense_rows, inter_file, pickle_file, resave, snapshot,
-                             sweep_file, tiny_checkpoints, write)
+from test_bad_inputs import (HEADER, Ctx, Setup, both, check, dense_rows, inter_file, pickle_file, prepare, resave,
+                             snapshot, sweep_file, tiny_checkpoints, write)
 
 # ------------------------------------------------------------------ input makers
 
@@ -274,41 +274,10 @@ def run_case(case: Case, argv: list[str], env: dict[str, str], cwd: Path, capsys
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, monkeypatch, capsys):
-    w = tmp_path / "work"
-    for folder in ("datasets", "saved"):
-        (w / folder).mkdir(parents=True)
-    values = {**ctx, "w": str(w)}
-    if case.setup:
-        case.setup(w, ctx)
-    argv = [a.format(**values) for a in case.argv]
-    env = {k: v.format(**values) for k, v in case.env}
-    for name in CLEAN_ENV:
-        monkeypatch.delenv(name, raising=False)
-    if case.entry != "sub":
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-    if case.patch:
-        case.patch(monkeypatch)
-    monkeypatch.chdir(w)
-    roots = (w, ctx["fx"])
-    before = snapshot(*roots)
+    w, values, argv, env, roots, before = prepare(case, ctx, tmp_path, monkeypatch, CLEAN_ENV, case.entry != "sub")
     capsys.readouterr()
-
     code, stderr = run_case(case, argv, env, w, capsys)
-
-    assert code == 2, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    if case.entry == "sub":
-        assert stderr.splitlines() == errors, stderr[-3000:]  # the one line, no log line before it
-    for part in case.expect:
-        assert part.format(**values) in errors[0], errors[0]
-    for word in case.absent:
-        assert word not in errors[0], errors[0]
-    after = snapshot(*roots)
-    assert after == before, {"new or changed": sorted(k for k in after if after[k] != before.get(k)),
-                             "removed": sorted(set(before) - set(after))}
+    check(code, stderr, case.expect, values, roots, before, only_line=case.entry == "sub", absent=case.absent)
 
 
 def test_cases_cover_every_class():

@@ -137,3 +137,30 @@ def test_cli_tune_steering_learned(setup):
     bad = run_cli(["tune-steering", "-p", ref.path, "--variant", "learned", "--learned-tau", "0",
                    "--data-dir", ref.where.data_dir, "--out-dir", ref.where.out_dir], folder, seed=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: learned tau must be in")
+
+
+@pytest.mark.parametrize("edit", ["list", "cut", "shape", "nan"])
+def test_an_edited_deltas_file_is_fitted_again(setup, ml100k_small, edit):
+    """learned_deltas.json / .safetensors edited or cut: not used (a cache miss), fitted again and rewritten."""
+    from safetensors.torch import load_file, save_file
+
+    from popsteer.stages.config import LearnedConfig
+    from popsteer.stages.context import load_sae_context
+    from popsteer.stages.learned import DELTAS_FILE, IDENTITY_FILE, learned_deltas
+
+    ref, _ = setup
+    ctx = load_sae_context(ref, ml100k_small)
+    cfg = LearnedConfig(lambdas=[1.0], steps=5, batch_size=128)
+    want, _ = learned_deltas(ctx, cfg)
+    folder = ctx.results_dir
+    if edit == "list":
+        (folder / IDENTITY_FILE).write_text("[]")
+    elif edit == "cut":
+        (folder / DELTAS_FILE).write_bytes((folder / DELTAS_FILE).read_bytes()[:100])
+    else:
+        t = load_file(folder / DELTAS_FILE)
+        t = {k: (v[:3] if edit == "shape" else v * float("nan")) for k, v in t.items()}
+        save_file(t, str(folder / DELTAS_FILE))
+    got, _ = learned_deltas(ctx, cfg)
+    assert torch.equal(got, want)  # fitted again, the same bits
+    assert torch.equal(load_file(folder / DELTAS_FILE)["lam_0"], want[0])

@@ -64,7 +64,8 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sw
     """Read and validate a sweep file; relative paths become absolute (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise PopSteerError(f"sweep file {path} not found")
+        what = "not found" if not path.exists() else "is a folder" if path.is_dir() else "is not a regular file"
+        raise PopSteerError(f"sweep file {path} {what}")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_BYTES + 1)

@@ -69,28 +69,35 @@ def item_titles(data: SequenceData, data_dir: str | Path, shared: Path) -> np.nd
     return data.item_tokens.astype(str)
 
 
-def top_neurons(data: SequenceData, data_dir: str | Path, groups: PopularityGroups, d: np.ndarray, shared: Path,
-                sae_path: str | Path, n_top: int = 10, n_items: int = 5) -> pd.DataFrame:
-    """The n_top neurons by |d| with the items whose one-item profile activates each most."""
-    order = np.argsort(-np.abs(d), kind="stable")[:n_top]
-    folder = analysis_dir(data_dir, data.name, sae_path)
-    path = folder / "neuron_top_items.csv"
+def neuron_items(data: SequenceData, data_dir: str | Path, groups: PopularityGroups, shared: Path,
+                 sae_path: str | Path, neurons, n_items: int = 5) -> dict[int, str]:
+    """neuron -> "title (H/M/T); ..." of the items whose one-item profile activates it most (the analysis'
+    ``neuron_top_items.csv``), for any neurons (the top |d|, a learned delta's most moved)."""
+    path = analysis_dir(data_dir, data.name, sae_path) / "neuron_top_items.csv"
     try:
         items = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise PopSteerError(f"cannot read {path}: {exc} (run `popsteer analyze` first)") from None
     names = item_titles(data, data_dir, shared)
     tag = np.array(["", "H", "M", "T"])[groups.label()]
+    out = {}
+    for j in neurons:
+        top = items[items["neuron"] == j].sort_values("rank").head(n_items)["item_id"].to_numpy()
+        out[int(j)] = "; ".join(f"{md(names[i])} ({tag[i]})" for i in top)
+    return out
+
+
+def top_neurons(data: SequenceData, data_dir: str | Path, groups: PopularityGroups, d: np.ndarray, shared: Path,
+                sae_path: str | Path, n_top: int = 10, n_items: int = 5) -> pd.DataFrame:
+    """The n_top neurons by |d| with the items whose one-item profile activates each most."""
+    order = np.argsort(-np.abs(d), kind="stable")[:n_top]
+    folder = analysis_dir(data_dir, data.name, sae_path)
+    items = neuron_items(data, data_dir, groups, shared, sae_path, order, n_items)
     labels = read_labels(folder, _analysed_sha(folder))
     label = {} if labels is None else dict(zip(labels["neuron"], labels["label"]))
-    rows = []
-    for rank, j in enumerate(order, 1):
-        top = items[(items["neuron"] == j)].sort_values("rank").head(n_items)["item_id"].to_numpy()
-        rows.append({"rank": rank, "neuron": int(j), "d": float(d[j]),
-                     "direction": "popular" if d[j] > 0 else "unpopular",
-                     "top items": "; ".join(f"{md(names[i])} ({tag[i]})" for i in top),
-                     "label": md(str(label.get(int(j), "")))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"rank": rank, "neuron": int(j), "d": float(d[j]),
+                          "direction": "popular" if d[j] > 0 else "unpopular", "top items": items[int(j)],
+                          "label": md(str(label.get(int(j), "")))} for rank, j in enumerate(order, 1)])
 
 
 def _analysed_sha(folder: Path) -> str | None:

@@ -54,7 +54,7 @@ def check_device(device: str) -> None:
 def check_import_out(path: str, out: str | None) -> None:
     """``import-checkpoint --out``: a .safetensors name (a .pth name would read back as a pickle) and never
     the file being imported."""
-    if out is None:
+    if out is None or os.path.isdir(out):  # a folder is refused with the other output checks
         return
     if Path(out).suffix != ".safetensors":
         raise PopSteerError(f"--out {out}: give a .safetensors file name (the imported checkpoint's format)")

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from popsteer.errors import PopSteerError
@@ -111,16 +112,23 @@ def identity(ctx: SAEContext, cfg: LearnedConfig) -> dict:
             "prefix_stride": ctx.base.encode.prefix_stride, "train_mode": ctx.base.encode.sasrec_train_mode}
 
 
-def _cached(folder: Path, ident: dict) -> dict[float, dict] | None:
-    """lam -> {"delta", "history", "seconds"} of the folder's deltas when they are this identity's."""
+def _cached(folder: Path, ident: dict, n: int) -> dict[float, dict] | None:
+    """lam -> {"delta", "history", "seconds"} of the folder's deltas when they are this identity's and sound
+    (n finite values each); None otherwise (the deltas are then fitted again and the files rewritten)."""
     try:
         saved = json.loads((folder / IDENTITY_FILE).read_text())
-        if saved["identity"] != ident:
+        if not isinstance(saved, dict) or saved.get("identity") != ident or not isinstance(saved.get("fits"), list):
             return None
         tensors = load_file(folder / DELTAS_FILE)
-        return {float(f["lam"]): {"delta": tensors[f"lam_{i}"].numpy(), "history": f["history"],
-                                  "seconds": f["seconds"]} for i, f in enumerate(saved["fits"])}
-    except (OSError, ValueError, KeyError):
+        out = {}
+        for i, f in enumerate(saved["fits"]):
+            delta = tensors[f"lam_{i}"]
+            if tuple(delta.shape) != (n,) or not bool(torch.isfinite(delta).all()):
+                return None
+            out[float(f["lam"])] = {"delta": delta.numpy(), "history": list(f["history"]), "seconds": float(f["seconds"])}
+        return out
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        log.warning("%s: unreadable or another SAE's learned deltas; fitting them again", folder / IDENTITY_FILE)
         return None
 
 
@@ -131,7 +139,7 @@ def learned_deltas(ctx: SAEContext, cfg: LearnedConfig, encodings: Encodings | N
     reused; the rest are fitted by ``fitter`` (default: ``LocalFitter``) and the folder's file rewritten
     with every fit it now knows (deltas first, identity last)."""
     folder, ident = ctx.results_dir, identity(ctx, cfg)
-    known = _cached(folder, ident) or {}  # a file of other settings is replaced
+    known = _cached(folder, ident, ctx.sae.n) or {}  # a file of other settings is replaced
     todo = [lam for lam in cfg.lambdas if float(lam) not in known]
     if todo:
         log.info("learned steering: fitting %d delta(s) (lam %s) on the training pairs", len(todo),

@@ -149,7 +149,7 @@ def serving_record(serving: dict[int, dict[str, dict]], base: dict[str, dict]) -
 
 def moved_neurons(ctx: SAEContext, cfg: LearnedConfig, lam: float, groups, shared, data_dir, top: int = 10) -> dict:
     """The learned pick's most-moved neurons (largest |delta|) with their Cohen's d and top items."""
-    from popsteer.report.moved import neuron_items
+    from popsteer.report.neurons import neuron_items
     from popsteer.stages.learned import learned_deltas
     from popsteer.steering.learned import most_moved
 

@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import ConfigDict
 
 from popsteer.errors import PopSteerError
 from popsteer.report.findings import findings
@@ -24,6 +30,7 @@ from popsteer.report.plots import methods_tradeoff
 from popsteer.report.render import closing_note, grid_frame, render_dataset, sae_line
 from popsteer.util import checkpoint
 from popsteer.util.atomic import write_csv, write_text
+from popsteer.util.configs import validate
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +110,29 @@ def record(res: dict, command: str, times: dict[str, float]) -> dict:
 
 def write_section(res: dict, root: str | Path, command: str, walltimes_file: str | Path | None = None,
                   report_seconds: float | None = None) -> Path:
-    """The section's folder under ``root`` (module docstring); ``section.json`` last. ``report_seconds``: how
-    long evaluating the section took (recorded as the step ``report``)."""
-    folder = Path(root) / section_slug(res)
-    folder.mkdir(parents=True, exist_ok=True)
+    """The section's folder under ``root`` (module docstring), built beside it and renamed into place whole, so
+    a failure leaves the earlier folder (or none). ``report_seconds``: how long evaluating the section took
+    (recorded as the step ``report``)."""
+    final = Path(root) / section_slug(res)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        _fill(folder, res, command, walltimes_file, report_seconds)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            final.rename(old)
+            folder.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            folder.rename(final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    log.info("section %s written to %s", section_slug(res), final)
+    return final
+
+
+def _fill(folder: Path, res: dict, command: str, walltimes_file, report_seconds: float | None) -> None:
     figure = methods_tradeoff(res, folder / "tradeoff.png")
     grids = folder / "grids.csv"
     write_csv(grids, grid_frame(res), index=False)
@@ -116,8 +142,6 @@ def write_section(res: dict, root: str | Path, command: str, walltimes_file: str
         times[f"{res['dataset']}:{res['model'].lower()}:{origin_of(res)}/report"] = round(report_seconds, 1)
     rec = record(res, command, times)
     write_text(folder / "section.json", json.dumps(rec, indent=2, default=float))
-    log.info("section %s written to %s", rec["slug"], folder)
-    return folder
 
 
 def stale(commit: str | None) -> bool | None:
@@ -129,8 +153,28 @@ def stale(commit: str | None) -> bool | None:
     return out.returncode != 0
 
 
+@dataclass
+class SectionRecord:
+    """The keys of ``section.json`` the assembly reads (checked before any is used; others pass through)."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")
+
+    format: int
+    title: str
+    slug: str
+    command: str
+    walltimes_s: dict[str, float]
+    checkpoints: dict[str, dict]
+    sae: dict
+    base_test: dict[str, dict]
+    methods: dict[str, dict]
+    hv: dict[str, dict]
+    stats: dict
+
+
 def read_sections(root: str | Path) -> list[tuple[Path, dict, str]]:
-    """(folder, section.json, section.md) of every complete section under ``root``, in slug order."""
+    """(folder, section.json, section.md) of every complete section under ``root``, in slug order; an edited
+    or cut ``section.json`` is one error naming the file and the key."""
     out = []
     for f in sorted(Path(root).glob("*/section.json")):
         try:
@@ -138,8 +182,11 @@ def read_sections(root: str | Path) -> list[tuple[Path, dict, str]]:
             text = (f.parent / "section.md").read_text()
         except (OSError, ValueError) as exc:
             raise PopSteerError(f"cannot read the section in {f.parent}: {exc}") from None
-        if rec.get("format") != FORMAT:
-            raise PopSteerError(f"{f}: section format {rec.get('format')}, this PopSteer reads {FORMAT}")
+        validate(SectionRecord, rec, str(f))
+        if rec["format"] != FORMAT:
+            raise PopSteerError(f"{f}: section format {rec['format']!r}, this PopSteer reads {FORMAT!r}")
+        if "methods" not in rec["hv"] or not rec["methods"]:
+            raise PopSteerError(f"{f}: 'hv.methods' and 'methods' must name the section's methods")
         out.append((f.parent, rec, text))
     if not out:
         raise PopSteerError(f"no section folder with a section.json under {root}")
