@@ -38,7 +38,7 @@ def test_kept_deltas_are_reused_for_any_subset_of_lams(setup, ml100k_small):
     from popsteer.stages.grid import steering_grid
 
     ref, _ = setup
-    learned = LearnedConfig(lambdas=[0.5, 2.0], steps=15, batch_size=256)
+    learned = LearnedConfig(lambdas=[0.5, 2.0], steps=15, batch_size=256, refine=0)
     first = steering_grid(GridStageConfig(ref, GridConfig(variant="learned", learned=learned)), data=ml100k_small)
     sub = LearnedConfig(lambdas=[2.0], steps=15, batch_size=256)
     again = steering_grid(GridStageConfig(ref, GridConfig(variant="learned", learned=sub, splits=["test"])),
@@ -96,7 +96,7 @@ def test_steered_pmmf_at_zero_is_learned_steering(setup, ml100k_small):
     from popsteer.stages.serving import steered_pmmf
 
     ref, _ = setup
-    learned = LearnedConfig(lambdas=[0.5, 2.0], steps=15, batch_size=256)
+    learned = LearnedConfig(lambdas=[0.5, 2.0], steps=15, batch_size=256, refine=0)
     grid = steering_grid(GridStageConfig(ref, GridConfig(variant="learned", learned=learned)), data=ml100k_small)
     ctx = load_sae_context(ref, ml100k_small)
     splits = scored_splits(ctx.base)
@@ -127,7 +127,7 @@ def test_cli_tune_steering_learned(setup):
     """``popsteer tune-steering --variant learned`` writes the learned grid's own files and its pick."""
     ref, folder = setup
     proc = run_cli(["tune-steering", "-p", ref.path, "--variant", "learned", "--learned-lambdas", "0.5", "2",
-                    "--learned-steps", "15", "--data-dir", ref.where.data_dir, "--out-dir", ref.where.out_dir],
+                    "--learned-steps", "15", "--learned-refine", "0", "--data-dir", ref.where.data_dir, "--out-dir", ref.where.out_dir],
                    folder, seed=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
@@ -164,3 +164,11 @@ def test_an_edited_deltas_file_is_fitted_again(setup, ml100k_small, edit):
     got, _ = learned_deltas(ctx, cfg)
     assert torch.equal(got, want)  # fitted again, the same bits
     assert torch.equal(load_file(folder / DELTAS_FILE)["lam_0"], want[0])
+
+
+def test_refined_lams_go_where_the_concentration_moves():
+    from popsteer.stages.learned import refined_lam
+
+    assert refined_lam([0.5, 1.0, 2.0, 4.0], [7.7, 7.7, 5.0, 4.9]) == pytest.approx(2 ** 0.5)
+    assert refined_lam([1.0, 1.04], [5.0, 3.0]) is None  # already next to each other
+    assert refined_lam([1.0, 2.0], [5.0, 5.0]) is None and refined_lam([1.0], [5.0]) is None

@@ -217,13 +217,15 @@ def test_learned_steering_as_tune_trials_equals_the_single_process_grid(ray_sess
     from popsteer.stages.learned import LocalFitter
 
     ref, _ = steering_setup
-    learned = LearnedConfig(lambdas=[0.3, 3.0], steps=25, batch_size=256)
+    learned = LearnedConfig(lambdas=[0.3, 3.0], steps=25, batch_size=256, refine=1)
     cfg = GridStageConfig(ref, GridConfig(variant="learned", learned=learned))
     want = steering_grid(cfg, write=False, data=ml100k_small)  # fitted here, not kept (write=False)
     ctx = load_sae_context(ref, ml100k_small)
-    local = LocalFitter().fit(ctx, learned, learned.lambdas, None)
+    lams = [p.params()["lam"] for p in want.points]  # 0.3, the refined middle, 3.0
+    assert len(lams) == 3 and lams[0] == 0.3 and lams[2] == 3.0 and 0.3 < lams[1] < 3.0
+    local = LocalFitter().fit(ctx, learned, lams, None)
     fitter = TuneFitter(ref, tmp_path / "storage", "learned-test", tmp_path / "experiment", cpus=0.5)
-    remote = fitter.fit(ctx, learned, learned.lambdas, None)
+    remote = fitter.fit(ctx, learned, lams, None)
     for a, b in zip(local, remote):
         assert a["lam"] == b["lam"] and torch.equal(torch.as_tensor(a["delta"]), torch.as_tensor(b["delta"]))
     pool = EvaluatorPool(2, num_cpus=0.5)
@@ -231,8 +233,8 @@ def test_learned_steering_as_tune_trials_equals_the_single_process_grid(ray_sess
         got = steering_grid(cfg, write=False, data=ml100k_small, executor=pool, fitter=fitter)
     finally:
         pool.shutdown()
-    assert [p.params() for p in got.points] == [{"lam": 0.3}, {"lam": 3.0}]
+    assert [p.params()["lam"] for p in got.points] == lams
     for split in ("valid", "test"):
         for g, w in zip(got.rows[split], want.rows[split]):
             assert _same(g, w), (split, g, w)
-    assert got.rows["valid"][1]["gini@10"] < got.baselines["valid"]["sasrec"]["gini@10"]
+    assert got.rows["valid"][2]["gini@10"] < got.baselines["valid"]["sasrec"]["gini@10"]

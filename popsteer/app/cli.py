@@ -65,8 +65,8 @@ COMMANDS: dict[str, Command] = {
                                                  Flag("grid.variant", choices=("replace", "preserve", "learned")),
                                                  Flag("grid.alpha_unpops"),
                                                  *(Flag(f"grid.learned.{name}", (f"--learned-{name.replace('_', '-')}",))
-                                                   for name in ("lambdas", "tau", "steps", "batch_size", "lr", "l1",
-                                                                "init", "seed"))],
+                                                   for name in ("lambdas", "refine", "tau", "steps", "batch_size", "lr",
+                                                                "l1", "init", "seed"))],
                              commands.tune_steering, "pick the steering point on validation, report on test"),
     "evaluate": Command(R.EvaluateConfig, [Flag("path", P), Flag("split", choices=C.SPLITS), *WHERE],
                         commands.evaluate, "score a recommender or SAE checkpoint on a split"),

@@ -2,7 +2,7 @@
 
 ``TuneFitter`` is the platform's ``popsteer.stages.learned.Fitter``: the grid stage hands it the lams
 its SAE's folder does not hold yet, and it runs them as a Tune experiment
-``<storage>/<sweep>-learned-<SAE stem>`` (``param_space = {"lam": grid_search(lams)}``). A trial loads
+``<storage>/<sweep>-learned-<SAE stem>-<hash of the lams>`` (``param_space = {"lam": grid_search(lams)}``). A trial loads
 the SAE's context on its worker, reads the training pairs from the sweep's encodings, fits one delta
 (single-threaded and seeded, so the same bits as in the CLI's process) and writes it to
 ``<experiment>/learned/<SAE stem>/lam-<lam>.safetensors`` with its record beside it; the driver reads
@@ -11,6 +11,7 @@ the files back in lam order. A failed trial is one error line naming its lam.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -48,6 +49,11 @@ def fit_trial(config: dict, ref: SAERef, cfg: LearnedConfig, encoded_dir: str | 
                  "seconds": fit["seconds"]})
 
 
+def _key(lams: list[float]) -> str:
+    """A short name for one set of lams (a refinement's fits are an experiment of their own)."""
+    return hashlib.sha256(json.dumps([float(v) for v in lams]).encode()).hexdigest()[:8]
+
+
 class TuneFitter:
     """The platform's fitter: one Tune trial per lam (module docstring)."""
 
@@ -66,7 +72,7 @@ class TuneFitter:
             {"cpu": self.cpus})
         tuner = tune.Tuner(trainable, param_space={"lam": tune.grid_search([float(v) for v in lams])},
                            tune_config=tune.TuneConfig(max_concurrent_trials=self.max_concurrent),
-                           run_config=tune.RunConfig(name=f"{self.name}-learned-{ctx.path.stem}",
+                           run_config=tune.RunConfig(name=f"{self.name}-learned-{ctx.path.stem}-{_key(lams)}",
                                                      storage_path=self.storage, verbose=0))
         results = tuner.fit()
         failed = [r for r in results if r.error is not None]

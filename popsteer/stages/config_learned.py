@@ -34,6 +34,9 @@ class LearnedConfig:
     """L1 penalty on delta (fewer moved neurons), >= 0."""
     init: Literal["zero", "eq4"] = "zero"
     """Start from delta = 0, or from Eq. 4's delta at N = 4096, alpha = 1.5."""
+    refine: int = 4
+    """After the lambdas, this many more fits, each at the geometric middle of the two neighbouring lams whose
+    fitted exposure concentration differs most (the grid follows where the trade-off moves), in [0, 44]."""
     seed: int = DEFAULT_SEED
     """Seeds the order of the training pairs, in [0, 2**32 - 2]."""
 
@@ -50,6 +53,9 @@ class LearnedConfig:
         for name, hi in (("steps", 100_000), ("batch_size", 65_536)):
             if not 1 <= getattr(self, name) <= hi:
                 raise PopSteerError(f"learned {name} must be in [1, {hi}], got {getattr(self, name)}")
+        if not 0 <= self.refine <= 44 or len(self.lambdas) + self.refine > 56:
+            raise PopSteerError(f"learned refine must be in [0, 44] with at most 56 points in all (lambdas + refine), "
+                                f"got {self.refine} with {len(self.lambdas)} lambdas")
         if not (math.isfinite(self.l1) and self.l1 >= 0):
             raise PopSteerError(f"learned l1 must be a finite number >= 0, got {self.l1}")
         check_seeds(self, "seed", prefix="learned ")

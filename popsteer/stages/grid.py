@@ -116,6 +116,7 @@ def _identity(ctx: SAEContext, cfg: GridStageConfig, points: list[GridPoint]) ->
         out["variant"] = cfg.grid.variant
     if cfg.grid.variant == "learned":
         out["learned"] = learned_identity(ctx, cfg.grid.learned)
+        out["points"] = {"lambdas": sorted(cfg.grid.learned.lambdas), "refine": cfg.grid.learned.refine}
     return out
 
 
@@ -134,6 +135,8 @@ def _reused(folder: Path, identity: dict, points: list[GridPoint], tag: str) -> 
     except (OSError, ValueError, KeyError):
         return None
     rows = {s: table[table["split"] == s].drop(columns="split").to_dict("records") for s in identity["splits"]}
+    if not points:  # the learned grid: its points are the lams of its rows
+        points = [LearnedPoint(float(r["lam"])) for r in rows[identity["splits"][0]]]
     baselines = {s: saved[f"{s}_baselines"] for s in identity["splits"]}
     log.info("steering grid reused from %s", folder / table_f)
     return GridResult(identity["dataset"], points, rows, baselines, saved["pick"], [str(folder / f) for f in names])
@@ -170,8 +173,8 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
         raise PopSteerError(f"num_neurons must be in [0, {n_latents}] (the SAE's hidden size), got {max(cfg.grid.ns)}")
     learned = cfg.grid.variant == "learned"
     scores = None if learned else ctx.scores()  # before any encoding: an unanalysed SAE writes nothing
-    points = ([LearnedPoint(float(v)) for v in cfg.grid.learned.lambdas] if learned
-              else grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas, cfg.grid.alpha_unpops))
+    points = [] if learned else grid_points(n_latents, cfg.grid.ns, cfg.grid.alphas, cfg.grid.alpha_unpops)
+    # (the learned grid's points are its fits' lams, known once they are fitted: learned_deltas)
     identity, tag = _identity(ctx, cfg, points), cfg.grid.tag
     if reuse and (found := _reused(ctx.results_dir, identity, points, tag)) is not None:
         return found
@@ -183,8 +186,11 @@ def steering_grid(cfg: GridStageConfig, *, write: bool = True, reuse: bool = Fal
                           memory.grid_bytes(len(x[s]), ctx.sae.n, len(points), K, ctx.data.n_items))
     table = ctx.base.table
     exclude = {s: ctx.data.history_csr(s) for s in splits} if table.general else {}
-    deltas = (learned_deltas(ctx, cfg.grid.learned, encodings, fitter, write=write)[0] if learned
-              else point_deltas(scores, points, cfg.grid.swap_sigma))
+    if learned:
+        deltas, fits = learned_deltas(ctx, cfg.grid.learned, encodings, fitter, write=write)
+        points = [LearnedPoint(f["lam"]) for f in fits]
+    else:
+        deltas = point_deltas(scores, points, cfg.grid.swap_sigma)
     job = GridJob(str(ctx.path), ctx.sae, deltas, table.emb, x, bias=table.bias, exclude=exclude,
                   preserve=cfg.grid.variant in ("preserve", "learned"))
     lists = (executor or LocalGrid()).topk_lists(job)

@@ -107,7 +107,7 @@ class LocalFitter:
 
 def identity(ctx: SAEContext, cfg: LearnedConfig) -> dict:
     """What the deltas depend on: the SAE (its hash pins the base), the settings and the training part."""
-    settings = {k: v for k, v in asdict(cfg).items() if k != "lambdas"}  # one fit per lam: any subset reuses it
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("lambdas", "refine")}  # one fit per lam
     return {"format": FORMAT, "sae_sha256": checkpoint.file_sha256(ctx.path), "settings": settings,
             "prefix_stride": ctx.base.encode.prefix_stride, "train_mode": ctx.base.encode.sasrec_train_mode}
 
@@ -134,26 +134,52 @@ def _cached(folder: Path, ident: dict, n: int) -> dict[float, dict] | None:
 
 def learned_deltas(ctx: SAEContext, cfg: LearnedConfig, encodings: Encodings | None = None,
                    fitter: Fitter | None = None, write: bool = True) -> tuple[torch.Tensor, list[dict]]:
-    """The delta of every lam of ``cfg`` ((P, n) float32, lams in ``cfg.lambdas`` order) and the fits'
-    records ({"lam", "history", "seconds"}). Fits found in the SAE's folder under the same identity are
-    reused; the rest are fitted by ``fitter`` (default: ``LocalFitter``) and the folder's file rewritten
-    with every fit it now knows (deltas first, identity last)."""
+    """The delta of every lam of the learned grid ((P, n) float32, lams increasing) and the fits' records
+    ({"lam", "history", "seconds"}): ``cfg.lambdas``, then ``cfg.refine`` lams added where the fitted
+    exposure concentration moves most between two neighbours (``refined_lams``). Fits found in the SAE's
+    folder under the same identity are reused; the rest are fitted by ``fitter`` (default: ``LocalFitter``)
+    and the folder's file rewritten with every fit it now knows (deltas first, identity last)."""
     folder, ident = ctx.results_dir, identity(ctx, cfg)
     known = _cached(folder, ident, ctx.sae.n) or {}  # a file of other settings is replaced
-    todo = [lam for lam in cfg.lambdas if float(lam) not in known]
-    if todo:
+    fitter = fitter or LocalFitter()
+
+    def ensure(lams: list[float]) -> None:
+        todo = [float(v) for v in lams if float(v) not in known]
+        if not todo:
+            return
         log.info("learned steering: fitting %d delta(s) (lam %s) on the training pairs", len(todo),
                  ", ".join(f"{v:g}" for v in todo))
-        fitter = fitter or LocalFitter()
         step = getattr(fitter, "chunk", None) or len(todo)  # the platform's Tune trials run all at once
         for i in range(0, len(todo), step):
             for fit in fitter.fit(ctx, cfg, todo[i : i + step], encodings):
                 known[fit["lam"]] = fit
             if write:
                 _save(folder, ident, known)
-    fits = [{"lam": float(lam), **{k: known[float(lam)][k] for k in ("history", "seconds")}} for lam in cfg.lambdas]
-    deltas = torch.stack([torch.as_tensor(known[float(lam)]["delta"], dtype=torch.float32) for lam in cfg.lambdas])
+
+    lams = sorted({float(v) for v in cfg.lambdas})
+    ensure(lams)
+    for _ in range(cfg.refine):
+        new = refined_lam(lams, [known[v]["history"][-1]["concentration"] for v in lams])
+        if new is None:
+            break
+        ensure([new])
+        lams = sorted({*lams, new})
+    fits = [{"lam": lam, **{k: known[lam][k] for k in ("history", "seconds")}} for lam in lams]
+    deltas = torch.stack([torch.as_tensor(known[lam]["delta"], dtype=torch.float32) for lam in lams])
     return deltas, fits
+
+
+def refined_lam(lams: list[float], concentration: list[float]) -> float | None:
+    """The geometric middle of the two neighbouring lams (increasing) whose fitted exposure concentrations
+    differ most; None when none differ or the pair is already within 5% of each other."""
+    gaps = [abs(concentration[i + 1] - concentration[i]) for i in range(len(lams) - 1)]
+    if not gaps or max(gaps) == 0:
+        return None
+    i = max(range(len(gaps)), key=gaps.__getitem__)
+    lo, hi = lams[i], lams[i + 1]
+    if lo <= 0 or hi / lo < 1.05:
+        return None if lo > 0 else (hi / 2 if hi > 0 else None)
+    return float(round((lo * hi) ** 0.5, 6))
 
 
 def _save(folder: Path, ident: dict, known: dict[float, dict]) -> None:

@@ -36,11 +36,11 @@ VARIANTS = {  # method name -> (label, how the grid differs from the paper's)
     "popsteer_2d": ("PopSteer α_pop × α_unpop (tuned)", {"alpha_unpops": list(TWO_STRENGTHS)}),
     "popsteer_learned": ("PopSteer learned (tuned)", {"variant": "learned"}),
 }
-TINY_LEARNED = {"lambdas": [0.1, 1.0, 5.0], "steps": 40}
+TINY_LEARNED = {"lambdas": [0.1, 1.0, 5.0], "steps": 40, "refine": 1}
 
 
 def learned_config(tiny: bool) -> LearnedConfig:
-    """The learned form's settings in a report (tiny: 3 lams, 40 steps a fit)."""
+    """The learned form's settings in a report (tiny: 3 lams and 1 refined, 40 steps a fit)."""
     return LearnedConfig(**TINY_LEARNED) if tiny else LearnedConfig()
 
 
@@ -96,7 +96,7 @@ def point_lists(ref: SAERef, ctx: SAEContext, cfg, name: str, params: dict, spli
     extra = VARIANTS[name][1]
     if "lam" in params:
         grid_cfg = GridConfig(variant="learned", splits=[split],
-                              learned=dataclasses.replace(learned_config(cfg.tiny), lambdas=[params["lam"]]))
+                              learned=dataclasses.replace(learned_config(cfg.tiny), lambdas=[params["lam"]], refine=0))
     else:
         grid_cfg = GridConfig(ns=[params["num_neurons"]], alphas=[params["alpha"]], splits=[split],
                               swap_sigma=cfg.swap_sigma, variant=extra.get("variant", "replace"),
@@ -153,7 +153,7 @@ def moved_neurons(ctx: SAEContext, cfg: LearnedConfig, lam: float, groups, share
     from popsteer.stages.learned import learned_deltas
     from popsteer.steering.learned import most_moved
 
-    delta = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=[lam]))[0][0].numpy()
+    delta = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=[lam], refine=0))[0][0].numpy()
     moved = most_moved(delta, top)
     d = ctx.scores().d
     items = neuron_items(ctx.data, data_dir, groups, shared, ctx.path, [j for j, _ in moved])

@@ -60,7 +60,7 @@ def steered_pmmf(ctx: SAEContext, cfg: LearnedConfig, lams: list[float], splits:
                  max_ndcg_drop: float = 0.05) -> dict:
     """Learned steering then P-MMF on the steered top-m: a method record as ``tune_baseline`` gives it
     (grid, rows on valid and test, the validation pick and its test metrics)."""
-    deltas, _ = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=list(lams)), encodings)
+    deltas, _ = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=list(lams), refine=0), encodings)
     pmmf = (0.0, 10.0, 1e4) if tiny else PMMF_LAMS
     grid = [{"steer_lam": lam, "lam": p, "eta": 1e-2} for lam in lams for p in pmmf]
     rows = {s: [] for s in ("valid", "test")}
@@ -83,7 +83,7 @@ def steered_lists(ctx: SAEContext, split: ScoredSplit, params: dict, cfg: Learne
     """The test lists of one ``steered_pmmf`` point (for the paired statistics)."""
     from popsteer.baselines.tuning import rerank_split
 
-    deltas, _ = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=[params["steer_lam"]]))
+    deltas, _ = learned_deltas(ctx, dataclasses.replace(cfg, lambdas=[params["steer_lam"]], refine=0))
     return rerank_split(PMMF, {"lam": params["lam"], "eta": params["eta"]}, steered_split(ctx, split, deltas[0], top_m))
 
 
@@ -102,8 +102,9 @@ def serving_methods(ctx: SAEContext, methods: dict[str, dict], learned_cfg: Lear
     out = {}
     for m in SERVING_M:
         kept = {name: rec for name, rec in methods.items() if name not in BASELINES or BASELINES[name].query_side}
-        restricted = tune_baselines(ctx.base, BaselinesConfig(seed=seed, tiny=tiny), base_valid, encodings=encodings,
-                                    span_gini=span_gini, top_m=m)
         steered = steered_pmmf(ctx, learned_cfg, lams, splits, base_valid, m, encodings, tiny)
+        span = min(span_gini, min(r["gini@10"] for r in steered["valid_rows"]))  # every steering form's lowest
+        restricted = tune_baselines(ctx.base, BaselinesConfig(seed=seed, tiny=tiny), base_valid, encodings=encodings,
+                                    span_gini=span, top_m=m)
         out[m] = {**kept, **restricted, steered["name"]: steered}
     return out
