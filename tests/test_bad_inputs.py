@@ -479,6 +479,21 @@ def run_case(case: Case, argv: list[str], env: dict[str, str], cwd: Path, capsys
 CLEAN_ENV = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "POPSTEER_TRITON", "POPSTEER_ROOT")
 
 
+def run_main(entry: str, argv: list[str], capsys) -> tuple[int, str]:
+    """``main(argv)`` of an entry point (``sweep``, ``seed`` or the CLI) in this process: (exit code, stderr)."""
+    if entry == "sweep":
+        from popsteer.app.sweep_cli import main
+    elif entry == "seed":
+        from popsteer.app.seed_cli import main
+    else:
+        from popsteer.app.cli import main
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
 def prepare(case, ctx: Ctx, tmp_path: Path, monkeypatch, clean_env: tuple[str, ...], env_in_process: bool):
     """A case's work folder, its formatted argv and environment, and the snapshot of what must not change:
     (work folder, values, argv, env, roots, before). Every round's table runs through this and ``check``."""

@@ -22,7 +22,7 @@ from typing import Callable
 import pytest
 
 from cli_util import ROOT
-from test_bad_inputs import (HEADER, Ctx, Setup, both, check, dense_rows, inter_file, pickle_file, prepare, resave,
+from test_bad_inputs import (HEADER, Ctx, Setup, both, check, dense_rows, inter_file, pickle_file, prepare, resave, run_main,
                              snapshot, sweep_file, tiny_checkpoints, write)
 
 # ------------------------------------------------------------------ input makers
@@ -261,15 +261,7 @@ def run_case(case: Case, argv: list[str], env: dict[str, str], cwd: Path, capsys
         proc = subprocess.run([sys.executable, "-m", "popsteer.app.cli", *argv], cwd=cwd, capture_output=True,
                               text=True, timeout=120, env={**os.environ, **env})
         return proc.returncode, proc.stderr
-    if case.entry == "sweep":
-        from popsteer.app.sweep_cli import main
-    else:
-        from popsteer.app.cli import main
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    return run_main(case.entry, argv, capsys)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

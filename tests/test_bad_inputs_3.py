@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from cli_util import run_cli
-from test_bad_inputs import (DELETE, HEADER, Ctx, Setup, both, check, dense_rows, pickle_file, prepare, snapshot,
-                             sweep_file, write)
+from test_bad_inputs import (DELETE, HEADER, Ctx, Setup, both, check, dense_rows, pickle_file, prepare, run_main,
+                             snapshot, sweep_file, write)
 from test_bad_inputs_2 import AFILE, ctx  # noqa: F401  (the module-scoped fixture)
 
 A = ("--data-dir", "{adata}", "--out-dir", "{fx}/saved")  # the fixture's analysis and encodings
@@ -182,17 +182,8 @@ def run_case(case: Case, argv: list[str], env: dict[str, str], cwd: Path, capsys
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         return proc.returncode, proc.stderr
     if case.entry == "sweep":
-        from popsteer.app.sweep_cli import main
         argv = [*argv, "--dry-run"]  # a sweep file that passes prints itself instead of starting Ray
-    elif case.entry == "seed":
-        from popsteer.app.seed_cli import main
-    else:
-        from popsteer.app.cli import main
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    return run_main(case.entry, argv, capsys)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
