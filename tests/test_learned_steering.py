@@ -13,7 +13,8 @@ from popsteer.eval.evaluator import Evaluator, rank_topk
 from popsteer.eval.popularity import PopularityGroups
 from popsteer.sae.model import SAEConfig, TopKSAE
 from popsteer.steering.grid import grid_topk
-from popsteer.steering.learned import (FitSettings, batch_order, concentration, fit_delta, most_moved, steered_x)
+from popsteer.steering.learned import (FitSettings, batch_order, concentration, fit_delta, most_moved, steered_x,
+                                       topk_concentration)
 from popsteer.steering.steer import unsteered_decode
 
 
@@ -79,6 +80,24 @@ def test_concentration_is_one_for_uniform_exposure_and_n_for_one_item():
     peaked = torch.full((8, n_items), -1e4)
     peaked[:, 0], peaked[:, 3] = -torch.inf, 10.0
     assert float(concentration(peaked, 0.25)) == pytest.approx(n_items - 1, rel=1e-4)
+
+
+def test_topk_concentration_counts_the_top_k_exposure():
+    """Every row with the same top 10 of 101 items: the shares sit on 10 items, concentration ~ 100/10; rows whose
+    top 10 tile the catalogue: ~ 1. A sharp tau makes the relaxed membership the hard top-10 indicator."""
+    n_items, k = 101, 10
+    same = torch.zeros(10, n_items)
+    same[:, 0] = -torch.inf
+    same[:, 1:11] = torch.arange(20.0, 10.0, -1.0)  # items 1..10 on top of every row, distinct scores
+    assert float(topk_concentration(same, 1e-3, k)) == pytest.approx((n_items - 1) / k, rel=1e-3)
+    tiled = torch.zeros(10, n_items)
+    tiled[:, 0] = -torch.inf
+    for b in range(10):
+        tiled[b, 1 + 10 * b : 11 + 10 * b] = torch.arange(20.0, 10.0, -1.0)
+    assert float(topk_concentration(tiled, 1e-3, k)) == pytest.approx(1.0, rel=1e-3)
+    grad_scores = same.clone().requires_grad_(True)
+    topk_concentration(grad_scores, 0.1, k).backward()
+    assert grad_scores.grad[:, 1:11].sum() > 0 > grad_scores.grad[:, 11:].sum()  # lowering the head spreads exposure
 
 
 def test_batch_order_visits_every_row_once_per_pass():

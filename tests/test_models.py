@@ -14,24 +14,6 @@ from cli_util import run_cli
 from popsteer.errors import PopSteerError
 
 
-@pytest.fixture(scope="module")
-def gru4rec(ml100k_small, tmp_path_factory):
-    """A CI-sized GRU4Rec trained 8 epochs by the all-position trainer, saved as a checkpoint."""
-    from popsteer.models.allpos import train_allpos
-    from popsteer.models.config import TrainConfig
-    from popsteer.models.io import save_recommender
-    from popsteer.models.recbole_adapter import build_model
-    from popsteer.models.registry import GRU4RecConfig, get_model
-
-    torch.manual_seed(0)
-    hp = GRU4RecConfig.small()
-    model, _ = train_allpos(build_model(get_model("gru4rec"), ml100k_small.n_items, hp), ml100k_small,
-                            TrainConfig(epochs=8, stride=10, learning_rate=3e-3))
-    path = tmp_path_factory.mktemp("gru4rec") / "GRU4Rec-test-ml-100k.safetensors"
-    save_recommender(path, model, ml100k_small, hp, TrainConfig(epochs=8, stride=10))
-    return model, path
-
-
 def test_registry_names_and_legacy_headers():
     from popsteer.models.config import SASRecConfig
     from popsteer.models.registry import get_model, model_of

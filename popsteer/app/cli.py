@@ -19,6 +19,7 @@ from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
 from popsteer.stages import config_browse as B
+from popsteer.stages import config_vectors as V
 from popsteer.util.env import check_environment
 from popsteer.util.logs import begin_work, drop_held, setup_logging
 
@@ -65,7 +66,7 @@ COMMANDS: dict[str, Command] = {
                                                  Flag("grid.variant", choices=("replace", "preserve", "learned")),
                                                  Flag("grid.alpha_unpops"),
                                                  *(Flag(f"grid.learned.{name}", (f"--learned-{name.replace('_', '-')}",))
-                                                   for name in ("lambdas", "refine", "tau", "steps", "batch_size", "lr",
+                                                   for name in ("lambdas", "refine", "surrogate", "tau", "steps", "batch_size", "lr",
                                                                 "l1", "init", "seed"))],
                              commands.tune_steering, "pick the steering point on validation, report on test"),
     "evaluate": Command(R.EvaluateConfig, [Flag("path", P), Flag("split", choices=C.SPLITS), *WHERE],
@@ -76,6 +77,14 @@ COMMANDS: dict[str, Command] = {
                                                   Flag("model", choices=tuple(MODELS)), *WHERE],
                                  commands.import_checkpoint,
                                  "import a foreign RecBole SASRec .pth (a pickle) as a PopSteer checkpoint"),
+    "import-vectors": Command(V.ImportVectorsConfig, [
+        Flag("items"), Flag("users"), Flag("dataset"), Flag("mask_history"), Flag("max_len"), Flag("out"), *DATA,
+        Flag("encode.dir", ("--encoded-dir",)), *WHERE], commands.import_vectors,
+        "import any model's item table and user vectors (Parquet or .npz) as a base recommender"),
+    "export-vectors": Command(V.ExportVectorsConfig, [
+        Flag("base", P), Flag("folder", ("--out",)), Flag("fmt", ("--format",), choices=("parquet", "npz")),
+        Flag("encode.prefix_stride"), Flag("encode.dir", ("--encoded-dir",)), *WHERE], commands.export_vectors,
+        "export a recommender's item table and user vectors in the files import-vectors reads"),
     "pipeline": Command(C.PipelineConfig, [
         Flag("recommender.dataset"), Flag("recommender.train.epochs", help="SASRec epochs (early stopping on valid NDCG@10)."),
         Flag("recommender.train.time_budget_min", help="Stop SASRec training after this many minutes."),

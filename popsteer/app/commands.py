@@ -60,6 +60,18 @@ def evaluate(cfg: R.EvaluateConfig) -> dict:
     return run(cfg)
 
 
+def import_vectors(cfg) -> dict:
+    from popsteer.stages.vectors import import_vectors as run
+
+    return run(cfg)
+
+
+def export_vectors(cfg) -> dict:
+    from popsteer.stages.vectors import export_vectors as run
+
+    return run(cfg)
+
+
 def pipeline(cfg: C.PipelineConfig) -> dict:
     from popsteer.stages.pipeline import pipeline as run
 

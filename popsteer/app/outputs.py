@@ -15,10 +15,12 @@ from pathlib import Path
 from popsteer.errors import PopSteerError, path_error
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
+from popsteer.stages import config_vectors as V
 from popsteer.util import memory
 from popsteer.util.writable import MIN_FREE_BYTES, Output, check_output
 
-DATA_READ_ONLY = (C.RecommenderConfig, C.SAEStageConfig, C.ImportConfig, R.EvaluateConfig)
+DATA_READ_ONLY = (C.RecommenderConfig, C.SAEStageConfig, C.ImportConfig, R.EvaluateConfig, V.ImportVectorsConfig,
+                  V.ExportVectorsConfig)
 """Commands that only read the data folder (a read-only shared dataset folder is fine for them)."""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from popsteer.util import checkpoint
 from popsteer.errors import PopSteerError
-from popsteer.models.registry import get_model, model_of
+from popsteer.models.registry import model_of
 from popsteer.steering.results import read_summary
 
 
@@ -104,7 +104,8 @@ def checkpoint_info(meta: dict) -> str:
             parts.append(f"best epoch {meta['best_epoch']}")
         model = meta.get("model", "sasrec")
         try:
-            d = get_model(model).d(model_of(meta)[1])
+            spec, arch = model_of(meta)
+            d = spec.d(arch)
         except PopSteerError:
             d = hp.get("hidden_size", UNKNOWN)
         return ", ".join([model, *(parts or ["no metrics recorded"]), f"d={d}"])

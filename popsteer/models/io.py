@@ -47,6 +47,9 @@ def load_recommender(path: str | Path, data: SequenceData | None = None) -> tupl
         if meta["item_tokens"] != data.item_tokens.tolist():
             raise PopSteerError(f"{path}: its item ids do not match dataset '{data.name}' as loaded now")
     spec, hp = model_of(meta, str(path))
+    if spec.imported:
+        raise PopSteerError(f"{path} holds imported vectors (popsteer import-vectors), not a model that can run: "
+                            "its user vectors are in the encoded store")
     if spec.general:  # a transductive model is its propagated tables
         missing = {"user_table", "item_table"} - set(tensors)
         if missing:

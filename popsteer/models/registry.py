@@ -74,6 +74,25 @@ class LightGCNConfig:
         return cls(embedding_size=32, max_len=20)
 
 
+@dataclass
+class VectorsConfig:
+    """Imported vectors (``popsteer import-vectors``): any model's item table E (width ``d``, an item bias
+    where ``bias``) and its user vectors, written straight into the encoded store. ``mask_history``: the
+    model ranks a user's earlier items out, as a general model does (LightGCN); a sequential one does not.
+    ``max_len`` only shapes the dataset's history views (the probe's groups, the browser's histories)."""
+
+    __pydantic_config__ = CONFIG
+
+    d: int = 64
+    max_len: int = 50
+    mask_history: bool = False
+    bias: bool = False
+
+    @classmethod
+    def small(cls) -> "VectorsConfig":
+        return cls(d=32, max_len=20)
+
+
 # the batch keys RecBole's mask_itemseq transform writes (read by BERT4Rec.calculate_loss)
 _BERT4REC_KEYS = {"MASK_ITEM_SEQ": "Mask_item_id_list", "POS_ITEMS": "Pos_item_id", "NEG_ITEMS": "Neg_item_id",
                   "MASK_INDEX": "MASK_INDEX", "transform": "mask_itemseq", "ft_ratio": 0.5}
@@ -101,6 +120,14 @@ class ModelSpec:
     general: bool = False
     """A general (non-sequential) model: RecBole masks the user's history when ranking, and x is
     one vector per user (no profile can be encoded: probe with real user groups)."""
+    imported: bool = False
+    """Its user vectors were imported (``popsteer import-vectors``): the encoded store's train, valid and
+    test parts were written at import, nothing is encoded, and no profile can be (probe with real users)."""
+
+    @property
+    def transductive(self) -> bool:
+        """No new profile can be encoded: a general model, or imported vectors."""
+        return self.general or self.imported
 
     @property
     def trainers(self) -> tuple[str, ...]:
@@ -108,7 +135,7 @@ class ModelSpec:
 
     @property
     def default_probe(self) -> str:
-        return "users" if self.general else "synthetic"
+        return "users" if self.transductive else "synthetic"
 
     def item_table(self, tensors: dict, source: str = ""):
         """E (and b) of a checkpoint's tensors, an ``ItemTable``; scores are ``x @ E.T (+ b)``."""
@@ -158,6 +185,12 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+VECTORS = ModelSpec("vectors", "Vectors", "", VectorsConfig, "d", all_positions=False, table_key="item_table",
+                    imported=True)
+"""Imported vectors: not a RecBole model, never built nor trained (not in ``MODELS``: no ``--model`` names it);
+a checkpoint's header names it (``model_of``)."""
+
+
 def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -185,8 +218,11 @@ def of_recbole_class(name: str | None) -> ModelSpec:
 
 def model_of(meta: dict, source: str = "") -> tuple[ModelSpec, Any]:
     """(entry, architecture) of a recommender checkpoint's header (headers from before ``model``: SASRec)."""
-    spec = get_model(meta.get("model", "sasrec"))
+    spec = VECTORS if meta.get("model") == VECTORS.name else get_model(meta.get("model", "sasrec"))
     arch = meta.get("arch", meta.get("sasrec"))
     if arch is None:
         raise PopSteerError(f"{source}: the header has no architecture ('arch')")
-    return spec, validate(spec.arch, arch, source, "arch")
+    arch = validate(spec.arch, arch, source, "arch")
+    if spec.imported:  # its history rule and bias are the import's
+        spec = dataclasses.replace(spec, general=arch.mask_history, bias_key="item_bias" if arch.bias else None)
+    return spec, arch

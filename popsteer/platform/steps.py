@@ -112,8 +112,8 @@ def load_data(spec: SweepSpec, rec: dict) -> SequenceData:
 def sweep_parts(spec: SweepSpec, max_len: int, model: ModelSpec) -> list[Part]:
     """Every part a sweep's stages read: the SAE's inputs, the test users and the analysis' profiles
     (a general model's analysis reads only its users)."""
-    return [*training_parts(spec.encode, max_len), Part("test"),
-            *probe_parts(model.default_probe, model.general, spec.encode.profile_seed)]
+    return [*training_parts(spec.encode, max_len, model.imported), Part("test"),
+            *probe_parts(model.default_probe, model.transductive, spec.encode.profile_seed)]
 
 
 def encode_step(spec: SweepSpec, rec: dict, data: SequenceData) -> dict:

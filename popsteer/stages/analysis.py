@@ -60,15 +60,15 @@ def analyze(cfg: AnalysisConfig, *, data: SequenceData | None = None, encodings:
     ctx = load_sae_context(cfg.ref, data)
     spec = ctx.base.model
     probe = spec.default_probe if cfg.probe == "auto" else cfg.probe
-    if probe == "synthetic" and spec.general:
-        raise PopSteerError(f"{spec.recbole_class} cannot encode synthetic profiles (a transductive model): "
-                            "use --probe users")
-    parts = probe_parts(probe, spec.general, cfg.seed)
+    if probe == "synthetic" and spec.transductive:
+        what = "imported vectors: there is no model to run" if spec.imported else "a transductive model"
+        raise PopSteerError(f"{spec.recbole_class} cannot encode synthetic profiles ({what}): use --probe users")
+    parts = probe_parts(probe, spec.transductive, cfg.seed)
     encodings = encodings or ctx.base.encodings(parts, encoder)
     sae = ctx.sae
     d, pop, unpop = neuron_analysis(sae, *probe_groups(probe, parts, encodings, ctx.data, cfg.user_share))
     # the items that activate a neuron most: one-item profiles; a general model's item rows of E instead
-    x_items = ctx.base.item_emb[1:].numpy() if spec.general else encodings.read(Part("items"))
+    x_items = ctx.base.item_emb[1:].numpy() if spec.transductive else encodings.read(Part("items"))
     top = top_items_per_neuron(sae, x_items, ctx.data.item_tokens, cfg.top_items)
     summary = {"sae_checkpoint": str(ctx.path.resolve()), "sae_sha256": checkpoint.file_sha256(ctx.path),
                "n_neurons": int(len(d)), "n_positive": int((d > 0).sum()),

@@ -109,7 +109,7 @@ def _probe_activity(ctx: SAEContext, summary: dict, pages: np.ndarray):
     """(the users' activations, the probe histograms of ``pages``, the test users' x (U, d)), from the
     encoded parts the analysis read (computed where missing)."""
     probe = summary.get("probe", "synthetic")
-    parts = probe_parts(probe, ctx.base.model.general, int(summary.get("seed", ctx.base.encode.profile_seed)))
+    parts = probe_parts(probe, ctx.base.model.transductive, int(summary.get("seed", ctx.base.encode.profile_seed)))
     encodings = ctx.base.encodings([*parts, Part("test")])
     x_pop, x_unpop = probe_groups(probe, parts, encodings, ctx.data, summary.get("user_share"))
     x_test = encodings.read(Part("test"))

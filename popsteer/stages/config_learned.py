@@ -22,8 +22,12 @@ class LearnedConfig:
 
     lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
     """Weights of the exposure-concentration term against the next-item cross-entropy; one grid point each."""
-    tau: float = 0.25
-    """Temperature of the exposure softmax (smaller: closer to the top of each list), in (0, 10]."""
+    surrogate: Literal["topk", "softmax"] = "topk"
+    """The exposure-concentration surrogate: "topk", each row's soft top-10 membership (what Gini@10 counts), or
+    "softmax", the whole softmax(scores / tau) (the first prototype's)."""
+    tau: float = 0.1
+    """Temperature of the surrogate, in (0, 10]: "topk", relative to each row's spread between its 1st and 11th
+    score (smaller: closer to the hard top-10); "softmax", on the raw scores."""
     steps: int = 300
     """Adam steps per fit, in [1, 100000]."""
     batch_size: int = 1024

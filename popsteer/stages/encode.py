@@ -200,6 +200,8 @@ def ensure_encoded(checkpoint_path: str | Path, data: SequenceData, parts: list[
     sha = checkpoint.file_sha256(checkpoint_path)
     d = spec.d(arch)
     store = Encodings.of(root, data.name, sha)
+    if spec.imported:  # written at import; nothing to encode
+        return imported_parts(store, parts, sha)
     todo = {}
     for part in dict.fromkeys(parts):
         inputs = part_inputs(part, data, spec.all_positions, spec.general)
@@ -244,8 +246,26 @@ def _encode_parts(checkpoint_path: Path, todo: dict, staging: Path, store: Encod
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def training_parts(cfg: EncodeConfig, max_len: int) -> list[Part]:
-    """The SAE's inputs: every training prefix, and the validation users."""
+def imported_parts(store: Encodings, parts: list[Part], sha: str) -> Encodings:
+    """The store of imported vectors (``popsteer.stages.vectors``), checked to hold every part asked for."""
+    for part in parts:
+        if part.kind not in ("train", "valid", "test"):
+            raise PopSteerError(f"imported vectors cannot encode {part.kind} profiles (there is no model to run): "
+                                "probe with real user groups (--probe users)")
+        found = store.manifest(part)
+        if found is None or found.get("checkpoint_sha256") != sha:
+            raise PopSteerError(f"{store.folder}: the imported vectors' part '{part.name}' is missing; run "
+                                "popsteer import-vectors again (with the same --out-dir or --encoded-dir)")
+    return store
+
+
+def training_parts(cfg: EncodeConfig, max_len: int, imported: bool = False) -> list[Part]:
+    """The SAE's inputs: every training prefix (imported vectors: their training rows, as given), and the
+    validation users."""
+    if imported:
+        if cfg.sasrec_train_mode:
+            raise PopSteerError("--sasrec-train-mode: imported vectors have no dropout to switch on")
+        return [Part("train", stride=1), Part("valid")]
     return [Part("train", stride=min(cfg.prefix_stride, max_len), train_mode=cfg.sasrec_train_mode), Part("valid")]
 
 

@@ -30,7 +30,7 @@ from popsteer.errors import PopSteerError
 from popsteer.stages.config import LearnedConfig
 from popsteer.stages.context import SAEContext
 from popsteer.stages.encode import training_parts
-from popsteer.stages.encoded import Encodings
+from popsteer.stages.encoded import Encodings, Part
 from popsteer.steering.learned import FitSettings, fit_delta
 from popsteer.util import checkpoint
 from popsteer.util.atomic import atomic_path, write_text
@@ -44,11 +44,12 @@ FORMAT = 1
 def training_pairs(ctx: SAEContext, encodings: Encodings | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The fit's inputs: x (N, d) float32 and the next item (N,) int64 of every training pair."""
     base, data = ctx.base, ctx.data
-    part = training_parts(base.encode, data.max_len)[0]
+    # imported vectors give no next item per training row: each user's valid x, as a general model's
+    part = Part("valid") if base.model.imported else training_parts(base.encode, data.max_len)[0]
     if encodings is None or encodings.manifest(part) is None:
         encodings = base.encodings([part])
     x = encodings.read(part)  # (rows, d)
-    if base.model.general:  # one x per user: pair it with each of the user's training items
+    if base.model.transductive:  # one x per user: pair it with each of the user's training items
         starts, ends = data.offsets[:-1], data.offsets[1:] - 2
         users = np.repeat(np.arange(data.n_users), np.maximum(ends - starts, 0))
         items = np.concatenate([data.items[s:e] for s, e in zip(starts, ends)])
@@ -64,7 +65,7 @@ def training_pairs(ctx: SAEContext, encodings: Encodings | None = None) -> tuple
 
 
 def settings_of(cfg: LearnedConfig) -> FitSettings:
-    return FitSettings(tau=cfg.tau, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l1=cfg.l1, seed=cfg.seed)
+    return FitSettings(tau=cfg.tau, surrogate=cfg.surrogate, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l1=cfg.l1, seed=cfg.seed)
 
 
 def init_delta(ctx: SAEContext, cfg: LearnedConfig) -> torch.Tensor | None:

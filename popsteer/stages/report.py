@@ -60,7 +60,8 @@ def evaluate_section(sae_path: str, cfg: ReportConfig) -> dict:
     scores = ctx.scores()
     groups = PopularityGroups.from_counts(data.train_target_counts())
     sweep = (ctx.meta.get("sweep") or {}).get("name")
-    title = f"{data.name}, " + (f"the authors' {model} (imported)" if imported else f"{model} trained by PopSteer")
+    title = f"{data.name}, " + (f"the authors' {model} (imported)" if imported else "imported vectors"
+                                if ctx.base.model.imported else f"{model} trained by PopSteer")
     res = {"dataset": data.name, "checkpoint": str(sae_path), "meta": ctx.meta, "n_latents": n_latents,
            "sasrec_origin": "authors" if imported else "popsteer", "model": model,
            "title": title + (f", the best SAE of sweep {sweep}" if sweep else ""),

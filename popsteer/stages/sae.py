@@ -92,8 +92,10 @@ def train_sae(cfg: SAEStageConfig, *, out: str | Path | None = None, data: Seque
     every_s = env_float(STATE_EVERY_ENV, 30.0, low=0.0)  # a bad value is refused before any work
     base = load_base(cfg.base, cfg.where, cfg.encode, data)
     d, n = base.d, cfg.sae.hidden(base.d)
-    parts = training_parts(cfg.encode, base.data.max_len)
+    parts = training_parts(cfg.encode, base.data.max_len, base.model.imported)
     rows = int(base.data.train_target_counts().sum())
+    if base.model.imported:  # its training rows as imported (nothing to encode: the store is only read)
+        rows = int(base.encodings(parts).manifest(parts[0])["rows"])
     held = min(rows, cfg.sae.stream_buffer_rows)  # the training rows in memory at once (the rest streamed)
     memory.check_fits(f"an SAE of {n:,} latents on {rows:,} inputs of d={d} ({held:,} held at once)",
                       memory.sae_training_bytes(d, n, cfg.sae.batch_size, held, base.data.n_users),
