@@ -62,7 +62,7 @@ def main() -> None:
     grids = {}
     for _ in range(a.runs):
         t0 = time.perf_counter()
-        analyze(AnalysisConfig(ref, seed=spec.encode.profile_seed, seed_copy=False), data=ctx.data, encodings=enc)
+        analyze(AnalysisConfig(ref, seed=spec.encode.profile_seed, dataset_copy=False), data=ctx.data, encodings=enc)
         t1 = time.perf_counter()
         grids["single"] = steering_grid(GridStageConfig(ref, steps.grid_config(spec)), data=ctx.data, encodings=enc)
         t2 = time.perf_counter()

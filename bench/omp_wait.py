@@ -29,10 +29,10 @@ from results import record  # noqa: E402
 CHILD = r"""
 import json, torch
 from popsteer.sae.model import SAEConfig
-from popsteer.sae.train import train_sae
+from popsteer.sae.train import fit_sae
 g = torch.Generator().manual_seed(0)
 x = torch.randn(97_000, 8, generator=g) @ torch.randn(8, 64, generator=g) + 0.1 * torch.randn(97_000, 64, generator=g)
-_, h = train_sae(x[:96_000], x[96_000:], SAEConfig(max_epochs=3, min_epochs=3))
+_, h = fit_sae(x[:96_000], x[96_000:], SAEConfig(max_epochs=3, min_epochs=3))
 print(json.dumps([r["seconds"] for r in h]))
 """
 BUSY = ("import sys, tempfile, torch\nfrom popsteer.app.cli import main\nd = tempfile.mkdtemp()\n"

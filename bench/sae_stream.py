@@ -7,7 +7,7 @@ time): a ``train`` part of ``--rows`` rows (default 20M, d=64: 5.1 GB as fp32) a
 of 20,000 rows, from a rank-16 signal plus noise. Then, each in its own subprocess (so its peak RSS is
 its own), one SAE epoch (K=32, s=64 -> 4,096 latents, batch 4096, sparse decode) with ``ParquetRows`` (default
 buffer, 2^20 rows) over the big part, and as a baseline on a ``--small-rows`` part (default 2M):
-the in-memory path (``Encodings.read`` + ``train_sae`` over the tensor, what the stage did before)
+the in-memory path (``Encodings.read`` + ``fit_sae`` over the tensor, what the stage did before)
 and the streamed one, so the ratio is measured in the same run. The folder is deleted afterwards.
 
     nice .venv/bin/python bench/sae_stream.py [--rows 20000000] [--small-rows 2000000] [--dir /tmp]
@@ -63,7 +63,7 @@ def one_run(mode: str, folder: str, buffer_rows: int) -> dict:
     (the streamed epoch's batches only, no training: the reader's own cost)."""
     from popsteer.sae.model import SAEConfig
     from popsteer.sae.stream import ParquetRows
-    from popsteer.sae.train import train_sae
+    from popsteer.sae.train import fit_sae
     from popsteer.stages.encoded import Encodings, Part
 
     store, train = Encodings(folder), Part("train", stride=10)
@@ -86,7 +86,7 @@ def one_run(mode: str, folder: str, buffer_rows: int) -> dict:
         batches = sum(1 for _ in source.batches(cfg.batch_size, torch.Generator().manual_seed(cfg.seed)))
         out.update(epoch_seconds=time.perf_counter() - t1, batches=batches)
     else:
-        _, history = train_sae(source, x_valid, cfg)
+        _, history = fit_sae(source, x_valid, cfg)
         out.update(epoch_seconds=history[0]["seconds"], train_loss=history[0]["train_loss"],
                    valid_fvu=history[0]["valid_fvu"])
     if mode != "memory":

@@ -177,9 +177,9 @@ def test_analysis_in_a_ray_task_equals_the_local_analysis(ray_session, steering_
     from popsteer.stages.config import AnalysisConfig
 
     ref, _ = steering_setup
-    local = analyze(AnalysisConfig(ref, seed_copy=False), data=ml100k_small)
+    local = analyze(AnalysisConfig(ref, dataset_copy=False), data=ml100k_small)
     files = {f: open(f, "rb").read() for f in local.files if f.endswith(".csv")}
-    remote = ray.get(ray.remote(num_cpus=1)(analyze).remote(AnalysisConfig(ref, seed_copy=False), data=ml100k_small))
+    remote = ray.get(ray.remote(num_cpus=1)(analyze).remote(AnalysisConfig(ref, dataset_copy=False), data=ml100k_small))
     assert remote.summary == local.summary and remote.folder == local.folder
     assert {f: open(f, "rb").read() for f in remote.files if f.endswith(".csv")} == files
     assert json.loads(open(next(f for f in remote.files if f.endswith("analysis.json"))).read())["n_neurons"] == 128

@@ -15,7 +15,7 @@ import torch
 from popsteer.util import progress
 from popsteer.app.cli import main
 from popsteer.sae.model import SAEConfig
-from popsteer.sae.train import train_sae
+from popsteer.sae.train import fit_sae
 
 # e.g. "SAE: 100%|##########| 2/2 [00:00<00:00, 31.25epoch/s]": count, elapsed<remaining, rate
 ETA_BAR = re.compile(r"(\d+)/(\d+) \[\d+:\d\d<\d+:\d\d, +[\d.]+ ?(\w+/s|s/\w+)")
@@ -34,7 +34,7 @@ def _train_tiny_sae(monkeypatch, stream: io.StringIO, env: str | None) -> str:
     monkeypatch.setattr(sys, "stderr", stream)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)
-    train_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=2, min_epochs=1, batch_size=64))
+    fit_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=2, min_epochs=1, batch_size=64))
     monkeypatch.undo()
     return stream.getvalue()
 
@@ -90,7 +90,7 @@ def test_sae_training_logs_epochs_without_a_terminal(monkeypatch, caplog):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)
     with caplog.at_level("INFO", logger="popsteer.sae.train"):
-        train_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=12, min_epochs=12, batch_size=64))
+        fit_sae(x[:200], x[200:], SAEConfig(k=2, scale=2, max_epochs=12, min_epochs=12, batch_size=64))
     lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage() and "/12" in r.getMessage()]
     epochs = [int(re.search(r"epoch (\d+)/12", line).group(1)) for line in lines]
     assert epochs[0] == 1 and epochs[-1] == 12 and 3 <= len(epochs) < 12, lines  # throttled, not silent

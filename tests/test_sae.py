@@ -10,7 +10,7 @@ import torch
 import popsteer.sae.train as sae_train
 from popsteer.errors import PopSteerError
 from popsteer.sae.model import SAEConfig, TopKSAE, fvu
-from popsteer.sae.train import sae_report, train_sae
+from popsteer.sae.train import sae_report, fit_sae
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_fvu", "valid_fvu", "valid_auxk", "dead_fraction", "lr", "seconds"}
 
@@ -117,7 +117,7 @@ def test_k_larger_than_hidden_and_bad_data():
     with pytest.raises(PopSteerError, match="exceeds the hidden width"):
         TopKSAE(2, SAEConfig(k=32, scale=4))
     with pytest.raises(PopSteerError, match="d=16 but x_valid has d=8"):
-        train_sae(torch.randn(20, 16), torch.randn(5, 8), SAEConfig(k=2, scale=2))
+        fit_sae(torch.randn(20, 16), torch.randn(5, 8), SAEConfig(k=2, scale=2))
     assert SAEConfig(scale=2).resolved_aux_k(16) == 32 and SAEConfig(k=2, scale=1, aux_k=64).resolved_aux_k(16) == 16
 
 
@@ -126,7 +126,7 @@ def test_training_on_low_rank_data():
     x_train, x_valid = x[:2000], x[2000:]
     cfg = SAEConfig(k=8, scale=4, batch_size=256, max_epochs=30, min_epochs=5, patience=5)
     seen = []
-    sae, history = train_sae(x_train, x_valid, cfg, on_epoch=lambda epoch, record: seen.append(epoch))
+    sae, history = fit_sae(x_train, x_valid, cfg, on_epoch=lambda epoch, record: seen.append(epoch))
     assert seen == [r["epoch"] for r in history] and seen[0] == 1
     assert HISTORY_KEYS <= set(history[0])
     assert history[0]["valid_auxk"] >= 0 and history[0]["train_loss"] == history[0]["train_fvu"]  # nothing dead yet
@@ -144,7 +144,7 @@ AUXK_WEIGHT = 1 / 32
 def test_validation_loss_weighs_auxk_by_one_32nd():
     x = _low_rank(600)
     cfg = SAEConfig(k=2, scale=16, batch_size=128, max_epochs=4, min_epochs=4)  # most latents never fire: dead
-    _, history = train_sae(x[:500], x[500:], cfg)
+    _, history = fit_sae(x[:500], x[500:], cfg)
     assert any(r["valid_auxk"] > 0.01 for r in history)  # the AuxK term counts
     for r in history:
         assert r["valid_loss"] == r["valid_fvu"] + r["valid_auxk"] * AUXK_WEIGHT, r
@@ -155,8 +155,8 @@ def test_validation_loss_weighs_auxk_by_one_32nd():
 def test_training_is_deterministic():
     x = _low_rank(300, d=8)
     cfg = SAEConfig(k=4, scale=2, batch_size=64, max_epochs=3, min_epochs=1)
-    a, _ = train_sae(x[:200], x[200:], cfg)
-    b, _ = train_sae(x[:200], x[200:], cfg)
+    a, _ = fit_sae(x[:200], x[200:], cfg)
+    b, _ = fit_sae(x[:200], x[200:], cfg)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -171,7 +171,7 @@ def test_a_killed_training_continues_from_its_state_bit_for_bit(tmp_path, caplog
     x = _low_rank(300, d=8)
     cfg = SAEConfig(k=4, scale=2, batch_size=32, max_epochs=9, min_epochs=9)
     torch.manual_seed(0)
-    whole, whole_history = train_sae(x[:200], x[200:], cfg)
+    whole, whole_history = fit_sae(x[:200], x[200:], cfg)
 
     def kill_at_6(epoch: int, _record: dict) -> None:
         if epoch == 6:
@@ -180,16 +180,16 @@ def test_a_killed_training_continues_from_its_state_bit_for_bit(tmp_path, caplog
     state = tmp_path / "partial" / "sae.safetensors"
     torch.manual_seed(0)
     with pytest.raises(Killed):
-        train_sae(x[:200], x[200:], cfg, kill_at_6, state_path=state, save_every_s=0.0)
+        fit_sae(x[:200], x[200:], cfg, kill_at_6, state_path=state, save_every_s=0.0)
     assert state.exists() and not list(state.parent.glob("*.tmp"))
     torch.manual_seed(1)  # another init: the state's weights replace it
     epochs = []
-    resumed, history = train_sae(x[:200], x[200:], cfg, lambda e, _: epochs.append(e), state_path=state)
+    resumed, history = fit_sae(x[:200], x[200:], cfg, lambda e, _: epochs.append(e), state_path=state)
     assert epochs == [6, 7, 8, 9] and "continuing after epoch 5" in caplog.text
     assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), resumed.parameters()))
     drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert drop(history) == drop(whole_history)
-    other, other_history = train_sae(x[:200], x[200:], SAEConfig(k=4, scale=2, batch_size=32, max_epochs=2,
+    other, other_history = fit_sae(x[:200], x[200:], SAEConfig(k=4, scale=2, batch_size=32, max_epochs=2,
                                                                 min_epochs=1), state_path=state)
     assert len(other_history) == 2 and "written for another config or input" in caplog.text
 
@@ -199,7 +199,7 @@ def test_early_stopping_waits_for_min_epochs(monkeypatch, min_epochs, stops_at):
     monkeypatch.setattr(sae_train, "evaluate_losses", lambda *args, **kwargs: (0.5, 0.0))  # never improves
     x = _low_rank(100, d=4)
     cfg = SAEConfig(k=2, scale=2, batch_size=50, max_epochs=20, min_epochs=min_epochs, patience=2)
-    _, history = train_sae(x[:80], x[80:], cfg)
+    _, history = fit_sae(x[:80], x[80:], cfg)
     assert len(history) == stops_at
 
 
@@ -208,9 +208,9 @@ def test_training_on_cuda_triton_matches_eager(monkeypatch):
     x = _low_rank(3000, d=64).cuda()
     cfg = SAEConfig(k=32, scale=64, batch_size=1024, max_epochs=6, min_epochs=1)
     monkeypatch.setenv("POPSTEER_TRITON", "1")
-    _, hist_t = train_sae(x[:2500], x[2500:], cfg)
+    _, hist_t = fit_sae(x[:2500], x[2500:], cfg)
     monkeypatch.setenv("POPSTEER_TRITON", "0")
-    _, hist_e = train_sae(x[:2500], x[2500:], cfg)
+    _, hist_e = fit_sae(x[:2500], x[2500:], cfg)
     for triton_record, eager_record in zip(hist_t, hist_e, strict=True):
         assert triton_record["valid_fvu"] == pytest.approx(eager_record["valid_fvu"], rel=1e-2)
         assert triton_record["dead_fraction"] == pytest.approx(eager_record["dead_fraction"], abs=0.01)

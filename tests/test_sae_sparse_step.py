@@ -10,7 +10,7 @@ from popsteer.kernels import native
 from popsteer.kernels.native.rows import gather_dot, scatter_outer
 from popsteer.sae import sparse_step
 from popsteer.sae.model import SAEConfig, TopKSAE
-from popsteer.sae.train import train_sae
+from popsteer.sae.train import fit_sae
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler: the sparse step needs the native kernels")
 
@@ -66,8 +66,8 @@ def test_training_follows_the_autograd_loss_curve():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3000, 4, generator=g) @ torch.randn(4, 16, generator=g) + 0.05 * torch.randn(3000, 16, generator=g)
     cfg = dict(k=4, scale=8, batch_size=256, max_epochs=6, min_epochs=6)
-    _, dense = train_sae(x[:2500], x[2500:], SAEConfig(decode="dense", **cfg))
-    sae, sparse = train_sae(x[:2500], x[2500:], SAEConfig(decode="sparse", **cfg))
+    _, dense = fit_sae(x[:2500], x[2500:], SAEConfig(decode="dense", **cfg))
+    sae, sparse = fit_sae(x[:2500], x[2500:], SAEConfig(decode="sparse", **cfg))
     assert any(r["dead_fraction"] > 0 for r in dense[:-1])  # AuxK was active in some epoch
     for a, b in zip(dense, sparse):
         assert b["valid_fvu"] == pytest.approx(a["valid_fvu"], rel=1e-3)

@@ -15,7 +15,7 @@ import torch
 from popsteer.errors import PopSteerError
 from popsteer.sae.model import SAEConfig
 from popsteer.sae.stream import ParquetRows, TensorRows, batch_sizes
-from popsteer.sae.train import train_sae
+from popsteer.sae.train import fit_sae
 from popsteer.stages.encoded import FORMAT, Encodings, Part, fixed_list
 
 LOSS_KEYS = ("train_loss", "train_fvu", "valid_fvu", "valid_auxk", "valid_loss", "dead_fraction", "lr")
@@ -72,8 +72,8 @@ def test_fixed_order_streamed_loss_curve_equals_the_in_memory_one(tmp_path):
     x, x_valid = _rows(5000), _rows(600, seed=1)
     source = _source(_write(tmp_path / "a", x, group_rows=700), buffer_rows=1000, shuffle=False)
     assert not source.resident and source.rows == 5000 and source.d == 16
-    _, streamed = train_sae(source, x_valid, CFG)
-    _, in_memory = train_sae(TensorRows(x, shuffle=False), x_valid, CFG)
+    _, streamed = fit_sae(source, x_valid, CFG)
+    _, in_memory = fit_sae(TensorRows(x, shuffle=False), x_valid, CFG)
     assert len(streamed) == len(in_memory) == 3
     np.testing.assert_allclose(_curves(streamed), _curves(in_memory), rtol=0, atol=1e-6)
     assert source.peak_rows <= 1000 + CFG.batch_size and len(source._window) <= 1000
@@ -83,8 +83,8 @@ def test_a_part_that_fits_the_buffer_is_the_in_memory_path_bit_for_bit(tmp_path)
     x, x_valid = _rows(3000), _rows(500, seed=1)
     source = _source(_write(tmp_path / "a", x, group_rows=700, n_files=2, scramble=True), buffer_rows=3000)
     assert source.resident
-    sae_s, streamed = train_sae(source, x_valid, CFG)
-    sae_m, in_memory = train_sae(x, x_valid, CFG)  # the tensor path: one randperm per epoch, as before
+    sae_s, streamed = fit_sae(source, x_valid, CFG)
+    sae_m, in_memory = fit_sae(x, x_valid, CFG)  # the tensor path: one randperm per epoch, as before
     assert (_curves(streamed) == _curves(in_memory)).all()
     assert all(torch.equal(a, b) for a, b in zip(sae_s.state_dict().values(), sae_m.state_dict().values()))
 
@@ -141,8 +141,8 @@ def test_the_sweep_file_sets_the_buffer():
 
 
 def test_the_sae_stage_reads_its_training_part_through_the_stream(small_sasrec, ml100k_small, tmp_path, caplog):
-    """The stage (which a sweep trial calls) with a small buffer == train_sae over the streamed part; with the
-    default buffer == train_sae over the part read whole (the in-memory path), bit for bit."""
+    """The stage (which a sweep trial calls) with a small buffer == fit_sae over the streamed part; with the
+    default buffer == fit_sae over the part read whole (the in-memory path), bit for bit."""
     from popsteer.stages.config import SAEStageConfig, Workspace
     from popsteer.stages.sae import train_sae as stage
     from popsteer.util import checkpoint
@@ -160,8 +160,8 @@ def test_the_sae_stage_reads_its_training_part_through_the_stream(small_sasrec, 
     files, manifest = store.files(train.name)
     assert manifest["rows"] > 16384 and f"streaming {manifest['rows']:,} training rows" in caplog.text
     x_valid = torch.from_numpy(store.read("valid"))
-    _, direct = train_sae(ParquetRows(files, 16384, rows=manifest["rows"]), x_valid, SAEConfig(**sae))
-    _, in_memory = train_sae(torch.from_numpy(store.read(train.name)), x_valid, SAEConfig(**sae))
+    _, direct = fit_sae(ParquetRows(files, 16384, rows=manifest["rows"]), x_valid, SAEConfig(**sae))
+    _, in_memory = fit_sae(torch.from_numpy(store.read(train.name)), x_valid, SAEConfig(**sae))
     assert (_curves(small.history) == _curves(direct)).all()
     assert (_curves(held.history) == _curves(in_memory)).all()
     assert not (_curves(small.history) == _curves(held.history)).all()  # another order, another curve

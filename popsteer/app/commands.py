@@ -38,7 +38,7 @@ def analyze(cfg: C.AnalysisConfig) -> dict:
     from popsteer.steering.results import ANALYSIS_FILES
 
     result = run(cfg)
-    folder = Path(result.folder).parents[1] if cfg.seed_copy else Path(result.folder)  # the seed's folder
+    folder = Path(result.folder).parents[1] if cfg.dataset_copy else Path(result.folder)  # the seed's folder
     return {**result.summary, "folder": result.folder, "reports": [str(folder / f) for f in ANALYSIS_FILES]}
 
 

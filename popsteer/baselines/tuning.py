@@ -21,7 +21,7 @@ from popsteer.baselines.direction import with_direction
 from popsteer.data import SequenceData
 from popsteer.eval.evaluator import Evaluator, full_scores
 from popsteer.kernels.native import row_topk
-from popsteer.eval.tradeoff import pick_with_fallback, tradeoff
+from popsteer.eval.tradeoff import MAX_NDCG_DROP, pick_with_fallback, tradeoff
 from popsteer.util.progress import progress
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def extend_grid(baseline: Baseline, valid: ScoredSplit, base_valid: dict, grid: 
 
 
 def tune_baseline(baseline: Baseline, valid: ScoredSplit, test: ScoredSplit, base_valid: dict,
-                  grid: tuple[dict, ...] | None = None, max_ndcg_drop: float = 0.05,
+                  grid: tuple[dict, ...] | None = None, max_ndcg_drop: float = MAX_NDCG_DROP,
                   span_gini: float | None = None) -> dict:
     """Every grid point on validation and test; the validation pick and its test metrics.
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_NDCG_DROP = 0.05
+"""The pick rule's limit on the relative NDCG@10 drop against the base model (5%), for every method."""
+
 
 def tradeoff(row: dict, base: dict, k: int = 10) -> tuple[float, float]:
     """(relative Gini drop, relative NDCG drop) of a row against the baseline."""
@@ -24,7 +27,7 @@ def trade_score(row: dict, base: dict, k: int = 10) -> float:
     return gini_drop - ndcg_drop
 
 
-def pick_index(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05, k: int = 10) -> int | None:
+def pick_index(rows: list[dict], base: dict, max_ndcg_drop: float = MAX_NDCG_DROP, k: int = 10) -> int | None:
     """Index of the row maximising ``trade_score`` with NDCG drop <= ``max_ndcg_drop`` (first on ties), or None."""
     best, best_score = None, -np.inf
     for i, row in enumerate(rows):
@@ -34,13 +37,13 @@ def pick_index(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05, k: int
     return best
 
 
-def pick_point(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05, k: int = 10) -> dict | None:
+def pick_point(rows: list[dict], base: dict, max_ndcg_drop: float = MAX_NDCG_DROP, k: int = 10) -> dict | None:
     """The row ``pick_index`` chooses, or None when no row satisfies the constraint."""
     i = pick_index(rows, base, max_ndcg_drop, k)
     return None if i is None else rows[i]
 
 
-def pick_with_fallback(rows: list[dict], base: dict, max_ndcg_drop: float = 0.05) -> tuple[int, bool]:
+def pick_with_fallback(rows: list[dict], base: dict, max_ndcg_drop: float = MAX_NDCG_DROP) -> tuple[int, bool]:
     """``(pick_index, True)``; when no row keeps the NDCG drop within ``max_ndcg_drop``, the row
     with the smallest NDCG drop and False."""
     i = pick_index(rows, base, max_ndcg_drop)

@@ -157,7 +157,7 @@ def analysis_step(spec: SweepSpec, enc: dict, sweep: dict, data: SequenceData, t
     trials = {t["trial_key"]: t for t in sweep["trials"]}
     data_ref = ray.put(data)
     cfgs = {key: AnalysisConfig(sae_ref(spec, trials[key]["sae_checkpoint"]), seed=spec.encode.profile_seed,
-                                seed_copy=False) for key in sweep["selected"]}
+                                dataset_copy=False) for key in sweep["selected"]}
     if pool is not None:
         refs = {key: pool.actors[i % len(pool.actors)].analyze.remote(cfg, enc["encoded_dir"], data_ref)
                 for i, (key, cfg) in enumerate(cfgs.items())}

@@ -1,6 +1,6 @@
 """The SAE trainer's state between two epochs, on disk: a killed training run continues where it stopped.
 
-``popsteer.sae.train.train_sae`` writes it after an epoch (at most every ``every_s`` seconds) when
+``popsteer.sae.train.fit_sae`` writes it after an epoch (at most every ``every_s`` seconds) when
 given a path, and reads it back on start: the weights, Adam's moments and step counts, the
 plateau scheduler, the batch generator's state, the dead-latent mask, the best epoch's weights,
 the early-stopping counters, the history so far and the training seconds spent. Every source of

@@ -1,6 +1,6 @@
 """The SAE's training rows, per epoch, as batches: held in memory or streamed from Parquet with bounded memory.
 
-``train_sae`` (``popsteer.sae.train``) draws every epoch's batches from a *row source*, with the
+``fit_sae`` (``popsteer.sae.train``) draws every epoch's batches from a *row source*, with the
 trainer's generator ``gen`` (seeded by ``SAEConfig.seed``, one stream over all epochs):
 
 - ``TensorRows(x)``: x (N, d) in memory. Per epoch one ``torch.randperm(N, generator=gen)``,

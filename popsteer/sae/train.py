@@ -90,7 +90,7 @@ def evaluate_losses(sae: TopKSAE, x: Tensor, dead: Tensor, k_aux: int, batch_siz
     return sse / total_var, aux_sse / total_var
 
 
-def train_sae(
+def fit_sae(
     x_train: Tensor | TrainRows,
     x_valid: Tensor,
     cfg: SAEConfig,

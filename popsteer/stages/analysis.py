@@ -75,8 +75,8 @@ def analyze(cfg: AnalysisConfig, *, data: SequenceData | None = None, encodings:
                "median_abs_d": float(np.median(np.abs(d))), "profiles_per_group": pop.count, "seed": cfg.seed,
                "probe": probe, **({"user_share": cfg.user_share} if probe == "users" else {})}
     files = results.write_analysis(ctx.results_dir, d, pop, unpop, top, summary)
-    if cfg.seed_copy:
-        results.write_analysis(results.seed_dir(ctx.base.where.data_dir, ctx.data.name), d, pop, unpop, top, summary)
+    if cfg.dataset_copy:
+        results.write_analysis(results.dataset_dir(ctx.base.where.data_dir, ctx.data.name), d, pop, unpop, top, summary)
     log.info("Cohen's d: %d of %d neurons > 0, median |d| %.3f; reports in %s",
              summary["n_positive"], len(d), summary["median_abs_d"], ctx.results_dir)
     return AnalysisResult(str(ctx.results_dir), [str(f) for f in files], summary)

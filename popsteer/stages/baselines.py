@@ -33,7 +33,7 @@ from popsteer.stages.analysis import probe_groups, probe_parts
 from popsteer.stages.config import SPLITS, AnalysisConfig, BaselinesConfig
 from popsteer.stages.context import BaseContext
 from popsteer.stages.encoded import Encodings, Part
-from popsteer.steering.results import seed_dir
+from popsteer.steering.results import dataset_dir
 from popsteer.util import checkpoint
 from popsteer.util.atomic import write_csv, write_text
 
@@ -51,7 +51,7 @@ def seeded_baselines(seed: int) -> list[Baseline]:
 
 
 def baselines_dir(base: BaseContext) -> Path:
-    return seed_dir(base.where.data_dir, base.data.name) / "baselines" / base.path.stem
+    return dataset_dir(base.where.data_dir, base.data.name) / "baselines" / base.path.stem
 
 
 USER_SHARE = AnalysisConfig.__dataclass_fields__["user_share"].default

@@ -34,12 +34,12 @@ from popsteer.stages.config_browse import BrowseConfig
 from popsteer.stages.context import SAEContext, load_sae_context
 from popsteer.stages.encoded import Part
 from popsteer.steering import results
-from popsteer.steering.steer import NeuronScores
+from popsteer.steering.steer import DEFAULT_ALPHA, DEFAULT_NUM_NEURONS, NeuronScores
 from popsteer.util import checkpoint
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POINT = (4096, 1.5)
+DEFAULT_POINT = (DEFAULT_NUM_NEURONS, DEFAULT_ALPHA)
 """The paper's defaults (N capped at the SAE's width), used when the SAE has no validation pick."""
 STRENGTHS = (1.0, 2.0, 4.0)
 

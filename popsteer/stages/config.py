@@ -18,7 +18,8 @@ from popsteer.sae.model import SAEConfig
 from popsteer.stages.config_checks import SPLITS, check_device, check_grid, check_import_out, check_probe
 from popsteer.stages.config_learned import LearnedConfig
 from popsteer.steering.grid import DEFAULT_ALPHAS, DEFAULT_NS
-from popsteer.steering.steer import check_strength
+from popsteer.eval.tradeoff import MAX_NDCG_DROP
+from popsteer.steering.steer import DEFAULT_ALPHA, DEFAULT_NUM_NEURONS, check_strength
 from popsteer.util.configs import CONFIG, DEFAULT_SEED, check_at_most, check_choices, check_seeds
 
 ALPHA_MAX = 1e3
@@ -171,8 +172,9 @@ class AnalysisConfig:
     top_items: int = 10
     """Items kept per neuron in neuron_top_items.csv (those whose one-item profile activates it most), in
     [1, 10000]."""
-    seed_copy: bool = True
-    """Also write the seed's files (cohens_d.csv, row_stats_*.csv) to <data-dir>/<dataset>/."""
+    dataset_copy: bool = True
+    """Also write the analysis files (cohens_d.csv, row_stats_*.csv) to <data-dir>/<dataset>/, where the original
+    codebase reads them."""
 
     def __post_init__(self) -> None:
         if not 0 < self.user_share <= 0.5:
@@ -196,7 +198,7 @@ class GridConfig:
     """Splits every point is scored on."""
     swap_sigma: bool = False
     """QUIRK of the reference: boost with the popular group's sigma, suppress with the unpopular one's."""
-    max_ndcg_drop: float = 0.05
+    max_ndcg_drop: float = MAX_NDCG_DROP
     """The validation pick keeps the relative NDCG@10 drop against SASRec within this."""
     variant: Literal["replace", "preserve", "learned"] = "replace"
     """replace: the recommender scores the steered reconstruction (the paper); preserve: x + (decode(steer(h)) - decode(h)), keeping the SAE's error; learned: the error-preserving form with delta fitted per lam (``learned``), N and alpha unused."""
@@ -223,9 +225,9 @@ class SteerConfig:
     __pydantic_config__ = CONFIG
 
     ref: SAERef
-    num_neurons: int = 4096
+    num_neurons: int = DEFAULT_NUM_NEURONS
     """N, the number of steered neurons (the top N by |Cohen's d|), in [1, the SAE's width]."""
-    alpha: float = 1.5
+    alpha: float = DEFAULT_ALPHA
     """Steering strength alpha, in [0, 1000]."""
     split: Literal["valid", "test"] = "test"
     """Split to score."""
@@ -259,7 +261,7 @@ class BaselinesConfig:
     """Seed of the random re-ranker, in [0, 2**32 - 2]."""
     tiny: bool = False
     """CI-sized grids: the first, middle and last point of each re-ranker's grid."""
-    max_ndcg_drop: float = 0.05
+    max_ndcg_drop: float = MAX_NDCG_DROP
     """The validation pick keeps the relative NDCG@10 drop against SASRec within this, in [0, 1]."""
 
     def __post_init__(self) -> None:
@@ -276,9 +278,9 @@ class PipelineConfig:
 
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
-    num_neurons: int = 4096
+    num_neurons: int = DEFAULT_NUM_NEURONS
     """N of the steering point reported on test, in [1, 1048576] (capped at the SAE's width)."""
-    alpha: float = 1.5
+    alpha: float = DEFAULT_ALPHA
     """Alpha of the steering point reported on test, in [0, 1000]."""
     seed: int = DEFAULT_SEED
     """Seed of the recommender's training and of the analysis' synthetic profiles, in [0, 2**32 - 2]."""

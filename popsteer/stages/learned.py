@@ -72,9 +72,9 @@ def init_delta(ctx: SAEContext, cfg: LearnedConfig) -> torch.Tensor | None:
     """Where a fit starts: zeros, or Eq. 4's delta at the paper's defaults (``init="eq4"``)."""
     if cfg.init == "zero":
         return None
-    from popsteer.steering.steer import steering_delta
+    from popsteer.steering.steer import DEFAULT_ALPHA, DEFAULT_NUM_NEURONS, steering_delta
 
-    return steering_delta(ctx.scores(), min(4096, ctx.sae.n), 1.5)
+    return steering_delta(ctx.scores(), min(DEFAULT_NUM_NEURONS, ctx.sae.n), DEFAULT_ALPHA)
 
 
 def fit_one(ctx: SAEContext, cfg: LearnedConfig, lam: float, pairs: tuple[torch.Tensor, torch.Tensor]) -> dict:

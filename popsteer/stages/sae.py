@@ -28,7 +28,7 @@ from popsteer.sae.io import sae_meta, save_sae
 from popsteer.sae.resume import claim_state, discard_state
 from popsteer.sae.stream import ParquetRows
 from popsteer.sae.train import sae_report
-from popsteer.sae.train import train_sae as fit_sae
+from popsteer.sae.train import fit_sae
 from popsteer.stages.config import SAEStageConfig
 from popsteer.stages.context import load_base
 from popsteer.stages.encode import Encoder, training_parts

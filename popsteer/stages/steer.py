@@ -10,7 +10,7 @@ import pandas as pd
 from popsteer.data import SequenceData
 from popsteer.stages.config import GridConfig, GridStageConfig, SteerConfig
 from popsteer.stages.grid import POINT_KEYS, steering_grid
-from popsteer.steering.results import seed_dir
+from popsteer.steering.results import dataset_dir
 from popsteer.util.atomic import write_csv
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def steer(cfg: SteerConfig, data: SequenceData | None = None) -> dict:
     table = pd.DataFrame(rows).T
     log.info("%s split, N=%d alpha=%g:\n%s", cfg.split, cfg.num_neurons, cfg.alpha,
              table[SHOWN].to_string(float_format=lambda v: f"{v:.4f}"))
-    out = seed_dir(cfg.ref.where.data_dir, result.dataset) / f"steer_N{cfg.num_neurons}_a{cfg.alpha:g}_{cfg.split}.csv"
+    out = dataset_dir(cfg.ref.where.data_dir, result.dataset) / f"steer_N{cfg.num_neurons}_a{cfg.alpha:g}_{cfg.split}.csv"
     write_csv(out, table)
     return {"split": cfg.split, "num_neurons": cfg.num_neurons, "alpha": cfg.alpha, "report": str(out), **rows}
 
@@ -37,7 +37,7 @@ def tune_steering(cfg: GridStageConfig, data: SequenceData | None = None) -> dic
     """The grid on valid and test, the pick on valid; writes the SAE's grid files and the seed's
     ``steering_grid_valid.csv`` and ``steering_tuned_test.csv``."""
     result = steering_grid(cfg, data=data)
-    folder = seed_dir(cfg.ref.where.data_dir, result.dataset)
+    folder = dataset_dir(cfg.ref.where.data_dir, result.dataset)
     write_csv(folder / "steering_grid_valid.csv", pd.DataFrame(result.rows["valid"]), index=False)
     out = {"grid_points": len(result.points), "valid_baselines": result.baselines["valid"], "pick": None,
            "files": result.files}

@@ -37,20 +37,20 @@ SUMMARY = "analysis.json"
 ANALYSIS_FILES = ("cohens_d.csv", "row_stats_popular.csv", "row_stats_unpopular.csv", "neuron_top_items.csv")
 
 
-def seed_dir(data_dir: str | Path, dataset: str) -> Path:
-    """The seed's report folder of a dataset (the latest analysed SAE's CSVs)."""
+def dataset_dir(data_dir: str | Path, dataset: str) -> Path:
+    """A dataset's report folder: the latest analysed SAE's CSVs, where the original codebase reads them."""
     return Path(data_dir) / dataset
 
 
 def sae_dir(data_dir: str | Path, dataset: str, sae_path: str | Path) -> Path:
     """The results folder kept per SAE, so several SAEs of one dataset can be compared."""
-    return seed_dir(data_dir, dataset) / "analysis" / Path(sae_path).stem
+    return dataset_dir(data_dir, dataset) / "analysis" / Path(sae_path).stem
 
 
 def analysis_dir(data_dir: str | Path, dataset: str, sae_path: str | Path) -> Path:
     """Where this SAE's analysis is: its own folder when complete, else the seed's folder."""
     own = sae_dir(data_dir, dataset, sae_path)
-    return own if (own / "analysis.json").exists() else seed_dir(data_dir, dataset)
+    return own if (own / "analysis.json").exists() else dataset_dir(data_dir, dataset)
 
 
 class AnalysisSummary(BaseModel):

@@ -24,6 +24,11 @@ import torch
 from popsteer.errors import PopSteerError
 from popsteer.sae.topk import topk_relu_sparse
 
+DEFAULT_NUM_NEURONS = 4096
+"""The paper's N, the number of steered neurons (capped at an SAE's width where it is smaller)."""
+DEFAULT_ALPHA = 1.5
+"""The paper's steering strength alpha (Eq. 4): the seed's ``--test_popsteer`` default."""
+
 
 @dataclass(frozen=True)
 class NeuronScores:

@@ -71,7 +71,7 @@ def check_fits(what: str, need: int, hint: str = "") -> None:
 
 
 def sae_training_bytes(d: int, n: int, batch: int, rows: int, valid_rows: int) -> int:
-    """Peak of ``train_sae``: weights, gradients, Adam's two moments and the kept best copy
+    """Peak of ``fit_sae``: weights, gradients, Adam's two moments and the kept best copy
     (5 x (2 n d + n + d)); per batch about six (batch, n) buffers (pre-activations, ReLU,
     dense code, AuxK's masked copy and their gradients); the inputs (rows + valid_rows, d)."""
     params = 2 * n * d + n + d
