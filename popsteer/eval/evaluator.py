@@ -18,6 +18,7 @@ import torch
 from popsteer.eval.metrics import topk_metrics
 from popsteer.eval.popularity import PopularityGroups
 from popsteer.kernels.native import row_topk
+from popsteer.kernels.native.fused import FusedScorer
 
 if TYPE_CHECKING:  # not at run time: scoring processes (evaluator actors) need no pandas
     from popsteer.data import SequenceData
@@ -43,10 +44,15 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
             memory is O(batch x (chunk + k)) instead of O(batch x n_items), per calling thread
             (``evaluate_grid`` runs one per worker).
     Returns:
-        (U, k) int64 item ids, best first. Dense: exactly ``torch.topk`` over each user's scores
-        (what RecBole's evaluator ranks), through the native kernel. Chunked: the same items,
-        except where exactly equal scores straddle chunks (then either may be kept).
+        (U, k) int64 item ids, best first: exactly ``torch.topk`` over each user's scores (what
+        RecBole's evaluator ranks). With the native kernels (fp32 CPU, k < n_items), scoring is
+        fused (``popsteer.kernels.native.fused``): items are scored and selected tile by tile, so
+        memory is O(batch x tile) and ``item_chunk`` is not needed. Without them, dense is
+        ``torch.topk``; chunked gives the same items, except where exactly equal scores straddle
+        chunks (then either may be kept).
     """
+    if FusedScorer.takes(reps, item_emb, k, bias):
+        return _fused_rank(reps, item_emb, k, batch_size, bias, exclude)
     out = []
     n_items = item_emb.shape[0]
     dense = item_chunk is None or item_chunk >= n_items
@@ -84,6 +90,21 @@ def rank_topk(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: in
             best_i = cat_i.gather(1, top)
         out.append(best_i[:n])
     return torch.cat(out)
+
+
+def _fused_rank(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: int, bias: torch.Tensor | None,
+                exclude: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+    """``rank_topk`` through the fused kernel: the same batches, padded to MIN_ROWS rows, as the dense path."""
+    scorer = FusedScorer(item_emb, bias)
+    out = []
+    for start in range(0, reps.shape[0], batch_size):
+        x = reps[start : start + batch_size]  # (B, d)
+        n = len(x)
+        if n < MIN_ROWS:
+            x = torch.cat([x, x.new_zeros((MIN_ROWS - n, x.shape[1]))])
+        ex = None if exclude is None else (exclude[0][start : start + n + 1], exclude[1])
+        out.append(scorer.topk(x, k, ex)[1][:n])
+    return torch.cat(out) if out else torch.empty((0, k), dtype=torch.long)
 
 
 @dataclass(frozen=True)

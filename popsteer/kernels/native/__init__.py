@@ -1,7 +1,8 @@
 """Native CPU kernels: C sources built on first use with the machine's C compiler, called through ctypes.
 
-``row_topk`` is the scoring stage's top-k (``rank_topk``) and returns exactly what
-``torch.topk`` returns. The kernel behind it (``kernel_topk``) bounds each row's k-th value
+``row_topk`` returns exactly what ``torch.topk`` returns (``rank_topk``'s fallback and the
+re-rankers' top-m). ``popsteer_tile_topk_f32`` (same source) is the selection half of the fused
+exact scoring (``fused.py``, ``rank_topk``'s path): tiles of scores folded into running top-k lists. The kernel behind it (``kernel_topk``) bounds each row's k-th value
 with a vertical max over 32 or 64 lanes, then one pass that mostly only compares against the
 running k-th value: ~10x faster than ``torch.topk`` on a (256, 3,417) fp32 block here (0.15 vs
 1.5 ms, single thread). With ``relu=True`` it is also the SAE's TopK on CPU (``popsteer.sae.topk``).
@@ -135,6 +136,9 @@ def _load() -> ctypes.CDLL | None:
                 lib.popsteer_gather_dot_f32.restype = lib.popsteer_scatter_outer_f32.restype = None
                 lib.popsteer_gather_dot_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr]
                 lib.popsteer_scatter_outer_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr]
+                lib.popsteer_tile_topk_f32.restype = None
+                lib.popsteer_tile_topk_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr,
+                                                       ptr, ptr]
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 log.warning("native top-k unavailable (%s); scoring falls back to torch.topk", exc)
                 lib = None

@@ -146,3 +146,80 @@ void popsteer_row_topk_f32(const float *scores, int64_t rows, int64_t cols, int6
         }
     }
 }
+
+/* Bit i of the result: row[j + i] > t, for i in [0, 32); *odd gets bits of NaN lanes OR-ed in. */
+static inline uint32_t above_or_nan(const float *row, int64_t j, float t, uint32_t *odd) {
+#if defined(__AVX2__)
+    __m256 tv = _mm256_set1_ps(t);
+    uint32_t m = 0, u = 0;
+    for (int q = 0; q < 4; q++) {
+        __m256 x = _mm256_loadu_ps(row + j + 8 * q);
+        m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(x, tv, _CMP_GT_OQ)) << (8 * q);
+        u |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    }
+    *odd |= u;
+    return m;
+#else
+    uint32_t m = 0;
+    for (int q = 0; q < 32; q++) {
+        m |= (uint32_t)(row[j + q] > t) << q;
+        *odd |= row[j + q] != row[j + q];
+    }
+    return m;
+#endif
+}
+
+/* One tile of a score matrix into running per-row top-m lists (the fused scoring's selection).
+ *
+ * tile: rows x cols, row r at tile + r * ld, the scores of columns [col0, col0 + cols) of the full
+ * matrix; it is modified: bias added (tile[r][j] += bias[j], as torch's `scores += bias`), then the
+ * padding column 0 and each row's excluded columns set to -inf, in that order, as the unfused path.
+ * bias: cols values for this tile, or NULL. ex_ptr (rows + 1), ex_items: each row's excluded global
+ * columns, ASCENDING within a row; ex_cur (rows): per-row cursor into ex_items, advanced past this
+ * tile (tiles must come in column order); all three NULL without exclusion.
+ * best_v, best_i (rows x m), count (rows): the running lists, best first, equal values by LOWER
+ * column first (a column enters only if strictly greater than the m-th so far, and tiles come in
+ * column order); -inf and NaN never enter. nan (rows): set to 1 where the row held a NaN.
+ * Most columns cost one compare against the running m-th value. */
+void popsteer_tile_topk_f32(float *tile, int64_t rows, int64_t cols, int64_t ld, int64_t col0, const float *bias,
+                            const int64_t *ex_ptr, const int64_t *ex_items, int64_t *ex_cur,
+                            int64_t m, float *best_v, int64_t *best_i, int64_t *count, uint8_t *nan) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = tile + r * ld;
+        if (bias)
+            for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
+        if (col0 == 0 && cols > 0) row[0] = -INFINITY;
+        if (ex_ptr) {
+            int64_t c = ex_cur[r], end = ex_ptr[r + 1];
+            for (; c < end && ex_items[c] < col0 + cols; c++)
+                if (ex_items[c] >= col0) row[ex_items[c] - col0] = -INFINITY;
+            ex_cur[r] = c;
+        }
+        float *v = best_v + r * m;
+        int64_t *ix = best_i + r * m, n = count[r], j = 0;
+        float t = n < m ? -INFINITY : v[m - 1];
+        uint32_t odd = 0;
+        for (; j + 32 <= cols; j += 32) {
+            uint32_t mask = above_or_nan(row, j, t, &odd);
+            while (mask) {
+                int b = __builtin_ctz(mask);
+                mask &= mask - 1;
+                float x = row[j + b];
+                if (x > t) {  /* t may have risen since the mask was taken */
+                    insert(v, ix, n < m ? ++n : m, x, col0 + j + b);
+                    if (n == m) t = v[m - 1];
+                }
+            }
+        }
+        for (; j < cols; j++) {
+            float x = row[j];
+            odd |= x != x;
+            if (x > t) {
+                insert(v, ix, n < m ? ++n : m, x, col0 + j);
+                if (n == m) t = v[m - 1];
+            }
+        }
+        count[r] = n;
+        if (odd) nan[r] = 1;
+    }
+}
