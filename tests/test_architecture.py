@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "popsteer"
 
-LAYERS = ["errors", "util", "kernels", "data", "eval", "models", "sae", "steering", "baselines", "report", "browse", "stages",
-          "platform", "app"]
+LAYERS = ["errors", "util", "kernels", "data", "eval", "retrieval", "models", "sae", "steering", "baselines", "report",
+          "browse", "stages", "platform", "serve", "app"]
 """Bottom to top: a module may import its own layer and the ones below it, never one above."""
 ENTRY_POINTS = {"__init__", "__main__", "sweep"}
 """Top-level modules that only start the app."""
