@@ -19,6 +19,7 @@ from popsteer.models.registry import MODELS
 from popsteer.stages import config as C
 from popsteer.stages import config_report as R
 from popsteer.stages import config_browse as B
+from popsteer.stages import config_serve as S
 from popsteer.stages import config_vectors as V
 from popsteer.util.env import check_environment
 from popsteer.util.logs import begin_work, drop_held, setup_logging
@@ -104,6 +105,11 @@ COMMANDS: dict[str, Command] = {
                                        Flag("pages"), Flag("users"), Flag("seed"), Flag("fdr"),
                                        Flag("min_tag_items"), Flag("mlflow")], commands.browse,
                       "a static neuron browser of an analysed SAE (opens from disk, no network)"),
+    "serve": Command(S.ServeConfig, [Flag("path", P), Flag("model_uri", ("--model-uri",)), Flag("dataset"),
+                                     Flag("host"), Flag("port"), Flag("replicas"), Flag("replica_cpus"),
+                                     Flag("index", choices=("exact", "ivf", "hnsw")), Flag("bundle_dir"),
+                                     Flag("register"), Flag("build_only"), *WHERE], commands.serve,
+                     "serve an analysed SAE's steered recommendations over HTTP (Ray Serve, 127.0.0.1)"),
 }
 
 

@@ -84,6 +84,12 @@ def report(cfg: R.ReportConfig) -> dict:
     return run(cfg)
 
 
+def serve(cfg) -> dict:
+    from popsteer.serve.run import serve as run
+
+    return run(cfg)
+
+
 def browse(cfg: B.BrowseConfig) -> dict:
     from popsteer.stages.browse import browse as run
 
