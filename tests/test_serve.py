@@ -272,3 +272,41 @@ def test_bad_serve_commands_are_one_line(capsys, analysed):
         assert main(["serve", *args, "--data-dir", where.data_dir, "--out-dir", where.out_dir]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and message in err and "\n" not in err, err
+
+
+def test_the_neuron_browser_steers_live_through_the_server(app, analysed, tmp_path):
+    """A user page of ``popsteer browse``, opened from disk with ?api=<the app>, asks the server at the slider's
+    strength (a CORS request from origin "null") and lists exactly what POST /recommend returns; no other host
+    is contacted. Screenshot: tests/artifacts/browse_live_slider.png."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
+    from test_browse import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+    from popsteer.stages.browse import browse
+    from popsteer.stages.config import SAERef
+    from popsteer.stages.config_browse import BrowseConfig
+
+    url, _ = app
+    sae, where = analysed
+    out = browse(BrowseConfig(SAERef(sae, where=where), site=str(tmp_path / "site"), users=3, pages=2))
+    page_file = sorted((tmp_path / "site" / "users").glob("u*.html"))[0]
+    token = page_file.read_text().split('data-user="')[1].split('"')[0]
+    expected = _ids(_post(url, {"user_id": token, "num_neurons": 128, "alpha": 4.0}))
+    hosts = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: hosts.append(r.url.split("/")[2]) if r.url.startswith("http") else None)
+            page.goto(page_file.as_uri() + f"?api={url}")
+            page.wait_for_selector("#live .live-list li", timeout=60_000)  # the first answer, at the page's strength
+            page.evaluate("() => { const el = document.querySelector('#live'); el.dataset.numNeurons = '128';"
+                          " const s = el.querySelector('input[type=range]'); s.value = '4';"
+                          " s.dispatchEvent(new Event('change')); }")
+            page.wait_for_function("() => document.querySelector('#live .live-status').textContent.includes('alpha = 4')",
+                                   timeout=60_000)
+            shown = page.eval_on_selector_all("#live .live-list li", "els => els.map(e => e.dataset.item)")
+            page.screenshot(path=str(ARTIFACTS / "browse_live_slider.png"), full_page=True)
+        finally:
+            browser.close()
+    assert out["user_pages"] == 3 and shown == expected
+    assert set(hosts) == {url.split("/")[2]}, hosts

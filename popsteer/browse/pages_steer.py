@@ -8,8 +8,9 @@ from popsteer.browse.pages_neurons import history_html, neuron_href
 from popsteer.browse.users import SASREC, UNSTEERED, UserCase
 
 USER_HISTORY = 20
-LIVE_NOTE = ("The lists above are precomputed at these strengths. A live slider will ask `popsteer serve` for "
-             "other strengths once it exists (this page's data-api hook is empty).")
+LIVE_NOTE = ("Live steering: while `popsteer serve -p SAE` runs, open this page with ?api=http://127.0.0.1:8000 "
+             "added to its address, and a slider asks the server for this user's top-10 at any strength. Without "
+             "a server the lists above are the precomputed strengths.")
 
 
 def tradeoff_page(data: SiteData) -> str:
@@ -86,6 +87,7 @@ def user_page(data: SiteData, case: UserCase) -> str:
             + "".join(_list(data, case, name) for name in case.lists) + "</div>"
             + f"<h2>Neurons whose activation changed most ({esc(first.name)})</h2>" + _changed_neurons(data, case)
             + f'<section id="live" data-api="" data-user="{esc(token)}" data-num-neurons="{first.num_neurons}">'
-              f'<p>{esc(LIVE_NOTE)}</p><input type="range" min="0" max="4" step="0.5" value="{first.alpha:g}" '
-              'hidden><ol class="live-list"></ol></section>')
+              f'<h2>Live</h2><p class="live-status">{esc(LIVE_NOTE)}</p><input type="range" min="0" max="8" '
+              f'step="0.5" value="{first.alpha:g}" hidden> <span class="live-alpha"></span><ol class="live-list"></ol>'
+              '<p class="live-moved"></p></section>')
     return page(f"User {token}", body, root="../", scripts=("live.js",))

@@ -22,6 +22,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from fastapi import FastAPI  # noqa: E402
+from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from ray import serve  # noqa: E402
 
@@ -37,6 +38,11 @@ PROXY_WAIT_S = 240.0
 """How long past Serve's own 60 s to wait for its HTTP proxy."""
 
 api = FastAPI(title="PopSteer", description="Popularity-steered recommendations (docs/METHOD.md, serving)")
+LOCAL_ORIGINS = r"^(null|https?://(127\.0\.0\.1|localhost)(:[0-9]+)?)$"
+"""Pages allowed to call the API from a browser (CORS): the neuron browser opened from disk (origin "null") or
+served from this machine; no other site's page can read the answers."""
+api.add_middleware(CORSMiddleware, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST"],
+                   allow_headers=["content-type"])
 
 REPLICA_DIED = ("the replica answering this request died before it answered ({why}); the request was not "
                 "served: send it again (the other replicas, and a replacement, take it)")
