@@ -180,6 +180,7 @@ def test_browser_offline_in_chromium(site, sae_ckpt, planted, ml100k_small):
             page.goto((folder / "users.html").as_uri())
             changed = page.locator("#users tbody tr:not([data-changed='0']) a").first
             changed.click()
+            page.wait_for_selector("section[data-list='SAE (unsteered)'] li")  # the user page, not users.html still
             before = page.locator("section[data-list='SAE (unsteered)'] li").all_inner_texts()
             after = page.locator("section[data-list^='steered'] li").all_inner_texts()
             assert len(before) == len(after) == 10 and before != after

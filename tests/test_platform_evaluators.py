@@ -217,7 +217,8 @@ def test_learned_steering_as_tune_trials_equals_the_single_process_grid(ray_sess
     from popsteer.stages.learned import LocalFitter
 
     ref, _ = steering_setup
-    learned = LearnedConfig(lambdas=[0.3, 3.0], steps=25, batch_size=256, refine=1)
+    learned = LearnedConfig(lambdas=[0.3, 3.0], steps=25, batch_size=256, refine=1, surrogate="softmax",
+                            tau=0.25)  # the surrogate that moves this CI-sized SAE in 25 steps
     cfg = GridStageConfig(ref, GridConfig(variant="learned", learned=learned))
     want = steering_grid(cfg, write=False, data=ml100k_small)  # fitted here, not kept (write=False)
     ctx = load_sae_context(ref, ml100k_small)
