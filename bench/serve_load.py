@@ -103,6 +103,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--batch", type=int, default=8, help="requests a replica answers together (popsteer serve --batch)")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs (hence torch threads) of the one replica")
     p.add_argument("--record", action="store_true")
     args = p.parse_args()
 
@@ -119,7 +121,8 @@ def main() -> None:
         for n_items in args.sizes:
             for index in args.indexes:
                 bundle = synthetic_bundle(Path(tmp), n_items, index)
-                url = start_app(bundle, port=args.port, replicas=1, replica_cpus=1.0, name="bench", max_ongoing=64)
+                url = start_app(bundle, port=args.port, replicas=1, replica_cpus=args.replica_cpus, name="bench",
+                                batch=args.batch, max_ongoing=64)
                 for kind, extra in kinds.items():
                     bodies = [{"vector": x.tolist(), "k": 10, **extra} for x in xs]
                     load(url, bodies, 1, 2.0, 20)  # warm-up

@@ -121,6 +121,9 @@ for p in $PIPELINES; do
   fi
   [ -f "$DATA/$ds/analysis/$(basename "$sae" .safetensors)/analysis.json" ] ||
     timed "$p/analysis" $PS analyze -p "$sae" --data-dir "$DATA"
+  # the neuron browser, and neuron_labels.csv (concept labels from item metadata) that the section's neuron table shows
+  [ -f "$DATA/$ds/analysis/$(basename "$sae" .safetensors)/neuron_labels.csv" ] ||
+    timed "$p/browse" $PS browse -p "$sae" --out "$OUT/browse/$slug" --data-dir "$DATA"
   [ "$REPORT" = none ] || timed "$p/report" $PS report -p "$sae" --out "$OUT/reports/$slug.md" --sections "$SECTIONS" \
     --walltimes "$OUT/walltimes.tsv" --shared-dir "$SHARED" --data-dir "$DATA" ${REPORT_ARGS:-}
 done

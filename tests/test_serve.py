@@ -187,6 +187,34 @@ def test_learned_steering_is_served_at_every_fitted_lam(app, offline):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "lam"
 
 
+def test_requests_answered_together_equal_each_alone(app, offline):
+    """Batching (one index search over stacked queries) changes no answer: the engine's batch of mixed
+    requests equals each request alone, a refused one is its own error; and a burst of concurrent HTTP
+    requests (which Serve batches) gets the offline lists, its bad request a 422 of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from popsteer.serve.engine import ServingEngine
+    from popsteer.serve.schemas import RecommendRequest, RequestError
+
+    _, bundle = app
+    engine = ServingEngine(bundle)
+    reqs = [RecommendRequest(user_id=u, k=k, alpha=a, num_neurons=128)
+            for u, k, a in zip(USERS, (10, 3, 25, 10, 7), (0.0, 4.0, 1.5, 4.0, 0.5))]
+    reqs.insert(2, RecommendRequest(user_id="no-such-user"))
+    together = engine.recommend_many(reqs)
+    assert isinstance(together[2], RequestError) and together[2].field == "user_id"
+    for req, out in zip(reqs, together):
+        if req.user_id != "no-such-user":
+            assert out == engine.recommend(req) and len(out["items"]) == req.k
+    url, _ = app
+    bodies = [{"user_id": u, "num_neurons": N, "alpha": ALPHA} for u in USERS] * 3 + [{"user_id": "1", "k": 0}]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        resps = list(pool.map(lambda b: _post(url, b), bodies))
+    assert resps[-1].status_code == 422 and resps[-1].json()["detail"][0]["loc"][-1] == "k"
+    for i, resp in enumerate(resps[:-1]):
+        assert _ids(resp) == offline["steered"][i % len(USERS)]
+
+
 def test_per_request_alpha_changes_the_list(app):
     url, _ = app
     changed = 0

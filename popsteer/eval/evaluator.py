@@ -103,7 +103,7 @@ def _fused_rank(reps: torch.Tensor, item_emb: torch.Tensor, k: int, batch_size: 
         if n < MIN_ROWS:
             x = torch.cat([x, x.new_zeros((MIN_ROWS - n, x.shape[1]))])
         ex = None if exclude is None else (exclude[0][start : start + n + 1], exclude[1])
-        out.append(scorer.topk(x, k, ex)[1][:n])
+        out.append(scorer.topk(x, k, ex, live=n)[1][:n])
     return torch.cat(out) if out else torch.empty((0, k), dtype=torch.long)
 
 

@@ -68,12 +68,17 @@ def check_queries(queries: np.ndarray, d: int, k: int, n_items: int) -> np.ndarr
 
 
 def exact_scores(queries: np.ndarray, item_emb: np.ndarray, bias: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
-    """(B, C) fp32 scores ``q . e_i + b_i`` of the given (B, C) item ids (each a dot product in fp32)."""
-    e = torch.from_numpy(item_emb)[torch.from_numpy(ids)]  # (B, C, d)
-    s = torch.einsum("bcd,bd->bc", e, torch.from_numpy(queries))
+    """(B, C) scores ``q . e_i + b_i`` of the given (B, C) item ids, summed in fp64 and rounded once to fp32.
+
+    fp32 products are exact in fp64, so each score is the correctly rounded fp32 value of the true sum
+    (but where it lies within ~1e-14 of a rounding boundary), whatever the shape of the batch: a served
+    request's scores do not depend on the requests answered beside it (an fp32 einsum's kernel, hence its
+    rounding, changes with B and C)."""
+    e = torch.from_numpy(item_emb)[torch.from_numpy(ids)].double()  # (B, C, d)
+    s = (e * torch.from_numpy(queries).double()[:, None, :]).sum(-1)  # (B, C)
     if bias is not None:
-        s += torch.from_numpy(bias)[torch.from_numpy(ids)]
-    return s.numpy()
+        s += torch.from_numpy(bias)[torch.from_numpy(ids)].double()
+    return s.float().numpy()
 
 
 class ExactIndex:

@@ -153,6 +153,33 @@ class ServingEngine:
 
     # -- the request ---------------------------------------------------------------------------------
     def recommend(self, req: RecommendRequest) -> dict:
+        out = self.recommend_many([req])[0]
+        if isinstance(out, RequestError):
+            raise out
+        return out
+
+    def recommend_many(self, reqs: list[RecommendRequest]) -> list[dict | RequestError]:
+        """Answer several requests with one index search over their stacked queries (one pass over the
+        item table for all of them: exact scoring is bound by reading the table, so a batch of 8 costs
+        about what one does). Each answer is the one ``recommend`` gives alone, or its ``RequestError``."""
+        out: list[dict | RequestError] = [None] * len(reqs)
+        ready = []  # (position, x' (1, d), masked ids, setting, moved)
+        for i, req in enumerate(reqs):
+            try:
+                ready.append((i, *self._steer(req)))
+            except RequestError as exc:
+                out[i] = exc
+        if ready:
+            want = min(max(reqs[i].k + len(masked) for i, _, masked, _, _ in ready), len(self.item_tokens) - 1)
+            queries = torch.cat([x for _, x, _, _, _ in ready]).numpy().astype(np.float32)  # (B, d)
+            scores, ids = self.index.search(queries, want)  # (B, want) each
+            for row, (i, _, masked, s, moved) in enumerate(ready):
+                out[i] = {"items": self._items(scores[row], ids[row], masked, reqs[i].k), "steering": s,
+                          "moved_neurons": moved}
+        return out
+
+    def _steer(self, req: RecommendRequest) -> tuple[torch.Tensor, np.ndarray, dict, list[dict]]:
+        """(x' (1, d), the item ids never returned, the setting, the neurons moved) of one request."""
         x, masked = self.user_input(req)  # (1, d)
         s = self.setting(req)
         if s["variant"] == "learned":
@@ -160,25 +187,22 @@ class ServingEngine:
             delta = deltas[int(np.flatnonzero(lams == s["lam"])[0])]  # (n,)
         else:
             delta = self.delta(s["num_neurons"], s["alpha"], s["alpha_unpop"])  # (n,)
-        moved = []
         preserve = s["variant"] in ("preserve", "learned")
         if preserve and not delta.any():  # x' = x bit for bit (preserve_error): no SAE work
-            x_new = x
-        else:
-            with torch.no_grad():
-                h = self.sae.preact(x)  # (1, n)
-                x_new = steered_reconstruction(self.sae, h, delta, x=x if preserve else None)
-                moved = self.moved(topk_relu(h, self.sae.k)[0], topk_relu(h + delta, self.sae.k)[0])  # z, z' (n,)
-        want = min(req.k + len(masked), len(self.item_tokens) - 1)
-        scores, ids = self.index.search(x_new.numpy().astype(np.float32), want)
-        scores, ids = scores[0], ids[0]
+            return x, masked, s, []
+        with torch.no_grad():
+            h = self.sae.preact(x)  # (1, n)
+            x_new = steered_reconstruction(self.sae, h, delta, x=x if preserve else None)
+            moved = self.moved(topk_relu(h, self.sae.k)[0], topk_relu(h + delta, self.sae.k)[0])  # z, z' (n,)
+        return x_new, masked, s, moved
+
+    def _items(self, scores: np.ndarray, ids: np.ndarray, masked: np.ndarray, k: int) -> list[dict]:
+        """The best k of one row's (want,) search results, the masked items dropped."""
         if len(masked):
             keep = ~np.isin(ids, masked)
             scores, ids = scores[keep], ids[keep]
-        scores, ids = scores[: req.k], ids[: req.k]
-        items = [{"item_id": self.item_tokens[i], "title": self.titles[i], "score": float(v)}
-                 for i, v in zip(ids.tolist(), scores.tolist())]
-        return {"items": items, "steering": s, "moved_neurons": moved}
+        return [{"item_id": self.item_tokens[i], "title": self.titles[i], "score": float(v)}
+                for i, v in zip(ids[:k].tolist(), scores[:k].tolist())]
 
     def moved(self, z0: torch.Tensor, z1: torch.Tensor) -> list[dict]:
         change = z1 - z0  # (n,)

@@ -40,7 +40,8 @@ def serve(cfg: ServeConfig, block: bool = True) -> dict:
     from popsteer.serve.app import connect_ray, serve_forever, start_app
 
     connect_ray()
-    url = start_app(bundle, host=cfg.host, port=cfg.port, replicas=cfg.replicas, replica_cpus=cfg.replica_cpus)
+    url = start_app(bundle, host=cfg.host, port=cfg.port, replicas=cfg.replicas, replica_cpus=cfg.replica_cpus,
+                    batch=cfg.batch)
     if block:
         serve_forever(url)
     return {**out, "url": url}

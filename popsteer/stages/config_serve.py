@@ -32,6 +32,9 @@ class ServeConfig:
     """Model replicas (Ray actors), in [1, 64]."""
     replica_cpus: float = 1.0
     """CPUs reserved per model replica, in (0, 64]."""
+    batch: int = 8
+    """Requests a replica answers together, in [1, 256]: one index search (one pass over the item table) for
+    all of them; the first waits at most 2 ms for company."""
     index: Literal["exact", "ivf", "hnsw"] = "exact"
     """Item retrieval: exact scores of every item, or a FAISS index (IVF, HNSW) whose candidates are re-scored
     exactly (popsteer.retrieval)."""
@@ -53,6 +56,8 @@ class ServeConfig:
             raise PopSteerError(f"--port must be in [1, 65535], got {self.port}")
         if not 1 <= self.replicas <= 64:
             raise PopSteerError(f"--replicas must be in [1, 64], got {self.replicas}")
+        if not 1 <= self.batch <= 256:
+            raise PopSteerError(f"--batch must be in [1, 256], got {self.batch}")
         if not 0 < self.replica_cpus <= 64:
             raise PopSteerError(f"--replica-cpus must be in (0, 64], got {self.replica_cpus}")
         if not self.host.strip():

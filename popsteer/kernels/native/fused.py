@@ -98,13 +98,17 @@ class FusedScorer:
             self.buf = torch.empty(x.shape[0] * (self.tile or tile_width(x.shape[0])), dtype=torch.float32)
         return torch.mm(x, t, out=self.buf[:need].view(x.shape[0], c1 - c0))
 
-    def topk(self, x: Tensor, k: int, exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Tensor, Tensor]:
+    def topk(self, x: Tensor, k: int, exclude: tuple[np.ndarray, np.ndarray] | None = None,
+             live: int | None = None) -> tuple[Tensor, Tensor]:
         """Exactly ``torch.topk(scores, k)`` of one block, scores = ``full_scores(x, item_emb, bias, exclude)``.
 
         Args:
             x: (B, d) fp32. exclude: CSR over (at most) the B rows of x: items never ranked.
+            live: only the first ``live`` rows are wanted (the rest pad the block to ``MIN_ROWS``); the
+                others' lists are left as the kernel made them, never ranked again (a zero row ties
+                everywhere, and ranking its 1M scores again cost 7x a served request's product).
         Returns:
-            values (B, k) fp32, item ids (B, k) int64, best first.
+            values (B, k) fp32, item ids (B, k) int64, best first (rows past ``live``: unspecified).
         """
         x = x.detach().contiguous()
         B, m = x.shape[0], k + 1
@@ -123,6 +127,8 @@ class FusedScorer:
                 ex_args[0], ex_args[1], None if cur is None else cur.data_ptr(),
                 m, best_v.data_ptr(), best_i.data_ptr(), count.data_ptr(), nan.data_ptr())
         redo = nan.bool() | (count < m) | (best_v[:, :-1] == best_v[:, 1:]).any(1)  # (B,) not unique: torch ranks it
+        if live is not None:
+            redo[live:] = False
         values, indices = best_v[:, :k].contiguous(), best_i[:, :k].contiguous()
         if redo.any():
             rows = redo.nonzero().flatten()
