@@ -46,6 +46,25 @@ def grid_of_this_sae(results_dir: Path, tag: str, sae_sha256: str | None) -> boo
     return sae_sha256 is None or identity.get("sae_sha256") == sae_sha256
 
 
+def validation_pick(results_dir: Path, sae_sha256: str) -> tuple[dict | None, bool, bool]:
+    """(the pick of this SAE's steering grid or None, its swap_sigma, whether the grid is this SAE's): what the
+    served defaults and the browser's user pages both steer at. The pick is {"num_neurons" int, "alpha" float,
+    "alpha_unpop" float or None} (a NaN alpha_unpop, a 1-d grid's, is None); no pick where no point kept the
+    NDCG@10 drop within the limit, or where the grid is another SAE's or unreadable."""
+    if not grid_of_this_sae(results_dir, "", sae_sha256):
+        return None, False, False
+    try:
+        pick = json.loads((results_dir / "steering_pick.json").read_text()).get("pick")
+        swap = bool(json.loads((results_dir / "steering_grid.json").read_text()).get("swap_sigma", False))
+    except (OSError, ValueError, AttributeError):
+        return None, False, False
+    if not pick:
+        return None, swap, True
+    unpop = pick.get("alpha_unpop")
+    return ({"num_neurons": int(pick["num_neurons"]), "alpha": float(pick["alpha"]),
+             "alpha_unpop": None if unpop is None or unpop != unpop else float(unpop)}, swap, True)
+
+
 def steering_grids(results_dir: Path, sae_sha256: str | None = None) -> dict[str, pd.DataFrame]:
     """Form label -> grid table, of every complete ``steering_grid*.csv`` of this SAE in its results folder."""
     out = {}

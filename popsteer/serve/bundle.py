@@ -50,20 +50,11 @@ VERSION = 1
 
 def steering_defaults(results_dir: Path, sae_sha256: str, width: int) -> dict:
     """The validation pick of this SAE's grid, else the paper's defaults; ``source`` says which."""
-    from popsteer.browse.tradeoff import grid_of_this_sae
+    from popsteer.browse.tradeoff import validation_pick
 
-    pick, swap = None, False
-    if grid_of_this_sae(results_dir, "", sae_sha256):
-        try:
-            pick = json.loads((results_dir / "steering_pick.json").read_text()).get("pick")
-            swap = bool(json.loads((results_dir / "steering_grid.json").read_text()).get("swap_sigma", False))
-        except (OSError, ValueError):
-            pick = None
+    pick, swap, _ = validation_pick(results_dir, sae_sha256)
     if pick:
-        unpop = pick.get("alpha_unpop")
-        return {"variant": "replace", "num_neurons": int(pick["num_neurons"]), "alpha": float(pick["alpha"]),
-                "alpha_unpop": None if unpop is None or unpop != unpop else float(unpop), "swap_sigma": swap,
-                "source": str(results_dir / "steering_pick.json")}
+        return {"variant": "replace", **pick, "swap_sigma": swap, "source": str(results_dir / "steering_pick.json")}
     return {"variant": "replace", "num_neurons": min(DEFAULT_NUM_NEURONS, width), "alpha": DEFAULT_ALPHA,
             "alpha_unpop": None, "swap_sigma": False, "source": "paper defaults (no validation pick of this SAE)"}
 

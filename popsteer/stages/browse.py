@@ -24,7 +24,7 @@ from popsteer.browse.metadata import item_metadata
 from popsteer.browse.neurons import page_neurons, probe_histograms, user_activations
 from popsteer.browse.site import check_out, plotly_js, write_site
 from popsteer.browse.tracking import check_tracking, log_site
-from popsteer.browse.tradeoff import grid_of_this_sae, tradeoff_figures
+from popsteer.browse.tradeoff import tradeoff_figures, validation_pick
 from popsteer.browse.users import Setting, sample_users, subset_csr, user_cases
 from popsteer.errors import PopSteerError
 from popsteer.models.item_ids import shared_datasets_dir
@@ -60,16 +60,10 @@ def _analysis(folder: Path, n: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 
 def _settings(ctx: SAEContext, sha: str) -> tuple[list[Setting], bool, str]:
     """(the strengths shown, swap_sigma of the pick's grid, a sentence saying where they come from)."""
-    folder, n = ctx.results_dir, ctx.sae.W_enc.shape[0]
-    pick, swap, grid = None, False, grid_of_this_sae(folder, "", sha)
-    if grid:
-        try:
-            pick = json.loads((folder / "steering_pick.json").read_text()).get("pick")
-            swap = bool(json.loads((folder / "steering_grid.json").read_text()).get("swap_sigma", False))
-        except (OSError, ValueError):
-            grid = False
+    n = ctx.sae.W_enc.shape[0]
+    pick, swap, grid = validation_pick(ctx.results_dir, sha)
     if pick:
-        N, alpha, unpop = int(pick["num_neurons"]), float(pick["alpha"]), pick.get("alpha_unpop")
+        N, alpha, unpop = pick["num_neurons"], pick["alpha"], pick["alpha_unpop"]
         note = f"Steered at the validation-tuned point N={N}, α={alpha:g} (steering_pick.json)"
     else:
         N, alpha, unpop = min(DEFAULT_POINT[0], n), DEFAULT_POINT[1], None
