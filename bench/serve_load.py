@@ -5,7 +5,8 @@ A synthetic catalog (bench/large_catalog.py's: power-law popularity, d = 64) and
 carry x); for each catalog size and index kind one Serve app (one model replica) is deployed, and for
 steered (the bundle's default point, N = 4096, alpha = 1.5) and unsteered (alpha = 0, error-preserving: x
 itself) requests, 1, 8 and 32 closed-loop clients each send requests for at most ``--seconds`` or
-``--requests`` in all, whichever comes first. Every request goes to 127.0.0.1.
+``--requests`` in all, whichever comes first; GET /health is loaded the same way, the Serve path's
+own cost (proxy -> gateway -> replica) with no model work. Every request goes to 127.0.0.1.
 
     .venv/bin/python bench/serve_load.py [--sizes 10000 100000 1000000] [--indexes exact ivf]
         [--clients 1 8 32] [--seconds 15] [--requests 2000] [--record]
@@ -62,8 +63,9 @@ def synthetic_bundle(folder: Path, n_items: int, index: str, d: int = 64, seed: 
                                "base_sha256": ""})
 
 
-def load(url: str, bodies: list[dict], clients: int, seconds: float, max_requests: int) -> dict:
-    """Closed-loop clients over ``bodies`` (cycled): latency percentiles (ms) and throughput (req/s)."""
+def load(url: str, bodies: list[dict] | None, clients: int, seconds: float, max_requests: int) -> dict:
+    """Closed-loop clients over ``bodies`` (cycled; None: GET /health, the Serve path's own cost with no
+    model work): latency percentiles (ms) and throughput (req/s)."""
     import requests
 
     lat, errors, lock = [], [0], threading.Lock()
@@ -77,7 +79,8 @@ def load(url: str, bodies: list[dict], clients: int, seconds: float, max_request
                 if len(lat) + errors[0] >= max_requests:
                     return
             t0 = time.perf_counter()
-            r = s.post(f"{url}/recommend", json=bodies[i % len(bodies)], timeout=120)
+            r = (s.get(f"{url}/health", timeout=120) if bodies is None
+                 else s.post(f"{url}/recommend", json=bodies[i % len(bodies)], timeout=120))
             dt = (time.perf_counter() - t0) * 1e3
             with lock:
                 (lat.append(dt) if r.status_code == 200 else errors.__setitem__(0, errors[0] + 1))
@@ -115,7 +118,7 @@ def main() -> None:
     connect_ray()
     rng = np.random.default_rng(1)
     xs = rng.normal(size=(256, 64)).astype(np.float32)
-    kinds = {"steered": {}, "unsteered": {"alpha": 0.0, "variant": "preserve"}}
+    kinds = {"steered": {}, "unsteered": {"alpha": 0.0, "variant": "preserve"}, "health": None}
     rows = []
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         for n_items in args.sizes:
@@ -124,7 +127,7 @@ def main() -> None:
                 url = start_app(bundle, port=args.port, replicas=1, replica_cpus=args.replica_cpus, name="bench",
                                 batch=args.batch, max_ongoing=64)
                 for kind, extra in kinds.items():
-                    bodies = [{"vector": x.tolist(), "k": 10, **extra} for x in xs]
+                    bodies = None if extra is None else [{"vector": x.tolist(), "k": 10, **extra} for x in xs]
                     load(url, bodies, 1, 2.0, 20)  # warm-up
                     for clients in args.clients:
                         row = {"n_items": n_items, "index": index, "kind": kind, "clients": clients,
@@ -147,12 +150,18 @@ def record_rows(rows: list[dict]) -> None:
     cmd = "python bench/serve_load.py " + " ".join(sys.argv[1:])
     ann = next((get(i, "steered") for i in ("ivf", "hnsw") if get(i, "steered")), None)
     exact, unsteered = get("exact", "steered"), get("exact", "unsteered")
+
+    def floor(index: str) -> str:  # the same app's GET /health: Serve's own cost, no model work
+        h = get(index, "health")
+        return "" if h is None else (f"; GET /health of the same app (no model work) at 8 clients: p50 "
+                                     f"{h['p50_ms']:.0f} ms, p99 {h['p99_ms']:.0f} ms, {h['throughput_rps']:.0f} req/s")
     if ann:
         record("serve_p99_ms_1m_ann", ann["p99_ms"], "ms", "<= 30", ann["p99_ms"] <= 30, cmd,
-               f"{ann['index']}, 1M items, 8 clients, steered, one replica, {ann['throughput_rps']:.0f} req/s")
+               f"{ann['index']}, 1M items, 8 clients, steered, one replica, {ann['throughput_rps']:.0f} req/s"
+               + floor(ann["index"]))
     if exact:
         record("serve_p99_ms_1m_exact", exact["p99_ms"], "ms", "<= 100", exact["p99_ms"] <= 100, cmd,
-               f"1M items, 8 clients, steered, one replica, {exact['throughput_rps']:.0f} req/s")
+               f"1M items, 8 clients, steered, one replica, {exact['throughput_rps']:.0f} req/s" + floor("exact"))
     if exact and unsteered:
         ratio = exact["p50_ms"] / unsteered["p50_ms"]
         record("serve_steered_over_unsteered_p50", ratio, "x", "<= 1.2", ratio <= 1.2, cmd,
