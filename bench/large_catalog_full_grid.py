@@ -6,7 +6,7 @@ synthetic neuron scores); ``evaluate_grid`` over all 56 points of the default gr
 2.6 TFLOP of product per point. Records ``large_catalog_full_grid_minutes`` and writes every
 point's metrics beside the log.
 
-    nohup nice -n 10 .venv/bin/python bench/large_catalog_full_grid.py --out ~/popsteer-runs/bench \\
+    nohup .venv/bin/python bench/large_catalog_full_grid.py --out ~/popsteer-runs/bench \\
         > ~/popsteer-runs/bench/large_catalog_full_grid.log 2>&1 &
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -68,13 +69,15 @@ def main() -> None:
     from results import record
 
     tflop = 2 * a.users * a.items * 64 * len(pts) / 1e12
+    nice, load = os.nice(0), os.getloadavg()
     record("large_catalog_full_grid_minutes", round(minutes, 1), "min",
            "report (the whole 56-point grid at 1M items x 20k users, run)", None,
-           f"nice -n 10 .venv/bin/python bench/large_catalog_full_grid.py --items {a.items} --users {a.users} "
+           f"{'' if nice == 0 else f'nice -n {nice} '}.venv/bin/python bench/large_catalog_full_grid.py --items {a.items} --users {a.users} "
            f"--points {a.points} --out DIR",
            f"points={len(pts)}, users={a.users}, items={a.items:,}, d=64, SAE 4,096 latents K=32; {tflop:.0f} TFLOP of "
            f"product, {tflop * 1e3 / (minutes * 60):.0f} GFLOP/s; {minutes * 60 / len(pts):.1f} s/point; peak RSS "
-           f"{peak_gb:.2f} GB; fused exact scoring; run at nice 10 on a machine shared with other jobs")
+           f"{peak_gb:.2f} GB; fused exact scoring; niceness {nice}, load average {load[0]:.2f} / {load[1]:.2f} / "
+           f"{load[2]:.2f} (1 / 5 / 15 min) at the end")
 
 
 if __name__ == "__main__":
